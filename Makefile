@@ -1,0 +1,28 @@
+# Quick start: `make demo` (set up, then run the pipeline end to end on generated data) and `make test`.
+PYTHON ?= python3
+# The CPU build of torch; for a GPU, install your CUDA build of torch into .venv first, or set TORCH.
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := data
+
+.PHONY: setup demo test clean
+
+$(BIN)/brats: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(BIN)/brats
+
+setup: $(BIN)/brats
+
+demo: setup
+	$(BIN)/brats synth $(DATA)/raw --cases 8
+	$(BIN)/brats ingest $(DATA)/raw --out $(DATA)/store
+	$(BIN)/python -c "import pandas as pd; print(pd.read_csv('$(DATA)/store/index.csv').iloc[:, :11].to_string(index=False))"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DATA) $(VENV)

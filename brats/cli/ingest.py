@@ -1,0 +1,36 @@
+"""`brats ingest`: raw BraTS NIfTI to a validated, normalised Zarr store (a Dask job)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..pipeline.ingest import run_ingest
+from .main import reports_errors
+
+
+@click.command()
+@click.argument("raw", type=click.Path(file_okay=False))
+@click.option("--out", "store", default="store", show_default=True, type=click.Path(file_okay=False),
+              help="Store folder (created if missing; re-runs add new and changed cases).")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Local Dask worker processes (default: one per core; 0: no Dask, in this process).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Existing Dask scheduler (tcp://host:8786) or its scheduler file; workers must see RAW and --out.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@reports_errors
+def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, progress: bool) -> None:
+    """Validate, crop, normalise and store every new or changed case under RAW.
+
+    \b
+    Exit codes: 0 every case ingested or unchanged; 1 some cases rejected or failed
+    (see ingest_report.csv in the store); 2 bad command line; 3 fatal error
+    (raw folder empty, store incompatible or not writable, scheduler unreachable).
+    """
+    summary = run_ingest(raw, store, workers=workers, scheduler=scheduler, progress=progress)
+    for r in summary.results:
+        if r.status in ("rejected", "failed"):
+            click.echo(f"{r.status}: {r.file}: {r.problem}", err=True)
+    click.echo(summary.line())
+    sys.exit(summary.exit_code)

@@ -1,0 +1,33 @@
+"""`brats synth`: write a synthetic BraTS-layout raw dataset."""
+
+from __future__ import annotations
+
+import click
+
+from ..synth import SynthConfig, synth_dataset
+from .main import reports_errors
+
+
+def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in value.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter("expected three integers like 128,128,96") from None
+    if len(shape) != 3 or min(shape) < 16:
+        raise click.BadParameter("expected three integers >= 16 like 128,128,96")
+    return shape  # type: ignore[return-value]
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--cases", default=8, show_default=True, type=click.IntRange(1), help="Number of cases.")
+@click.option("--naming", type=click.Choice(["2021", "2023"]), default="2021", show_default=True,
+              help="File naming and labels: 2021 (_t1ce, label 4) or 2023 (-t1c, label 3).")
+@click.option("--shape", default="128,128,96", show_default=True, callback=_parse_shape,
+              help="Volume size in voxels (x,y,z); the field of view stays 240 mm wide.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@reports_errors
+def synth(out: str, cases: int, naming: str, shape: tuple[int, int, int], seed: int) -> None:
+    """Write CASES synthetic multi-modal cases in BraTS layout to OUT (one folder per case)."""
+    folders = synth_dataset(out, SynthConfig(cases=cases, shape=shape, naming=naming, seed=seed))
+    click.echo(f"synth: wrote {len(folders)} cases ({naming} naming, {'x'.join(map(str, shape))}) to {out}")

@@ -1,0 +1,30 @@
+"""Exception types: each names what went wrong in words a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BratsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidCaseError(BratsError):
+    """A raw case (or one of its files) cannot be ingested; names the file and the problem."""
+
+    def __init__(self, file: str | Path, problem: str) -> None:
+        self.file = str(file)
+        self.problem = problem
+        super().__init__(f"{self.file}: {problem}")
+
+
+class DiscoveryError(BratsError):
+    """The raw folder is missing or holds no BraTS case."""
+
+
+class StoreError(BratsError):
+    """The store cannot be created, opened or written."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was written with another schema version or other preprocessing parameters."""

@@ -1,0 +1,1 @@
+"""Raw BraTS NIfTI to store: discovery, validation, preprocessing and the Dask ingest job."""

@@ -1,0 +1,219 @@
+"""The ingest job: discover raw cases, skip unchanged ones, process the rest as one Dask task each."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import InvalidCaseError, StoreError
+from ..store import layout
+from ..store.index import write_index
+from ..store.locks import case_lock
+from ..store.reader import read_case_record
+from ..store.writer import create_or_check_store, recover_case, write_case
+from .cluster import dask_client
+from .config import IngestConfig
+from .discovery import RawCase, discover_cases
+from .fingerprint import case_fingerprint, file_stat, params_fingerprint, stats_unchanged
+from .naming import MODALITIES
+from .preprocess import PreprocessedCase, preprocess_case
+from .validation import decode_case, open_sources
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ingested", "unchanged", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What happened to one case in one run."""
+
+    case_id: str
+    status: str  # one of STATUSES
+    file: str = ""
+    problem: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """The outcome of a run; `exit_code` is 0 only if no case was rejected or failed."""
+
+    store: Path
+    results: tuple[CaseResult, ...]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.count("rejected") or self.count("failed") else 0
+
+    def line(self) -> str:
+        counts = ", ".join(f"{self.count(s)} {s}" for s in STATUSES)
+        return f"ingest: {counts} in {self.seconds:.1f} s -> {self.store}"
+
+
+def _case_arrays(pre: PreprocessedCase) -> dict[str, Any]:
+    arrays: dict[str, Any] = {layout.IMAGE: pre.image}
+    if pre.label is not None:
+        arrays[layout.LABEL] = pre.label
+        arrays.update({layout.LOCATION_PREFIX + r: loc for r, loc in pre.locations.items()})
+    return arrays
+
+
+def _case_record(raw: RawCase, sources: dict, pre: PreprocessedCase, fingerprint: str, params_fp: str,
+                 loaded_affine: list, spacing: tuple) -> dict[str, Any]:
+    return {
+        "case_id": raw.case_id,
+        "labelled": raw.labelled,
+        "convention": raw.convention.name,  # type: ignore[union-attr]
+        "modalities": list(MODALITIES),
+        "source": {
+            "dir": str(raw.folder.resolve()),
+            "files": {role: {"name": src.path.name, "sha256": src.sha256, **file_stat(src.path)}
+                      for role, src in sources.items()},
+        },
+        "fingerprint": fingerprint,
+        "params_fingerprint": params_fp,
+        "original_shape": list(pre.original_shape),
+        "cropped_shape": list(pre.image.shape[1:]),
+        "crop_box": [list(b) for b in pre.crop_box],
+        "affine": loaded_affine,
+        "spacing": list(spacing),
+        "normalization": pre.normalization,
+        "voxels": pre.voxel_counts,
+        "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "brats_version": __version__,
+    }
+
+
+def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResult:
+    """Validate, preprocess and atomically store one case (the body of each Dask task).
+
+    Holds the case's lock throughout, so two runs never write the same case; after taking
+    it, a case that another run just stored is seen as unchanged.
+    """
+    start = time.perf_counter()
+    root = Path(store_root)
+
+    def result(status: str, file: str = "", problem: str = "") -> CaseResult:
+        return CaseResult(raw.case_id, status, file, problem, round(time.perf_counter() - start, 3))
+
+    if raw.problem:
+        return result("rejected", str(raw.problem_file or raw.folder), raw.problem)
+    params = config.store_params()
+    params_fp = params_fingerprint(params)
+    with case_lock(root, raw.case_id):
+        recover_case(root, raw.case_id)
+        previous = read_case_record(root, raw.case_id)
+        if previous and stats_unchanged(previous, raw.files, params_fp):
+            return result("unchanged")
+        try:
+            sources = open_sources(raw, config.limits, config.affine_atol)
+            fingerprint = case_fingerprint({r: s.sha256 for r, s in sources.items()}, params)
+            if previous and previous.get("fingerprint") == fingerprint:
+                return result("unchanged")
+            loaded = decode_case(raw, sources)
+            pre = preprocess_case(loaded, config.preprocess)
+        except InvalidCaseError as exc:
+            return result("rejected", exc.file, exc.problem)
+        record = _case_record(raw, sources, pre, fingerprint, params_fp, loaded.affine.tolist(), loaded.spacing)
+        try:
+            write_case(root, raw.case_id, _case_arrays(pre), record)
+        except StoreError as exc:
+            return result("failed", str(layout.case_dir(root, raw.case_id)), str(exc))
+    return result("ingested")
+
+
+def _run_local(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm) -> list[CaseResult]:
+    results = []
+    for raw in todo:
+        results.append(ingest_case(raw, str(root), config))
+        bar.update()
+    return results
+
+
+def _run_dask(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm, scheduler: str | None,
+              workers: int | None) -> list[CaseResult]:
+    from distributed import as_completed
+
+    results = []
+    with dask_client(scheduler, workers) as client:
+        futures = {client.submit(ingest_case, raw, str(root), config, key=f"ingest-{uuid.uuid4().hex}",
+                                 retries=2, pure=False): raw for raw in todo}
+        for future in as_completed(futures):
+            raw = futures[future]
+            try:
+                results.append(future.result())
+            except Exception as exc:  # a worker died repeatedly, or a bug: record it, go on
+                results.append(CaseResult(raw.case_id, "failed", str(raw.folder), f"{type(exc).__name__}: {exc}"))
+            bar.update()
+    return results
+
+
+def write_report(root: Path, results: list[CaseResult]) -> Path:
+    """Write `ingest_report.csv` (one row per case, atomically) and return its path."""
+    path = layout.report_path(root)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_id", "status", "file", "problem", "seconds"])
+        for r in results:
+            writer.writerow([r.case_id, r.status, r.file, r.problem, r.seconds])
+    os.replace(tmp, path)
+    return path
+
+
+def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig = IngestConfig(), *,
+               workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> IngestSummary:
+    """Ingest every new or changed case of `raw_dir` into `store_dir`; idempotent and incremental.
+
+    `workers=0` runs in this process without Dask (debugging); otherwise one task per case
+    runs on a LocalCluster of `workers` processes, or on the cluster at `scheduler`.
+    """
+    start = time.perf_counter()
+    cases = discover_cases(raw_dir)
+    root = create_or_check_store(store_dir, config.store_params()).resolve()
+    params_fp = params_fingerprint(config.store_params())
+    results: list[CaseResult] = []
+    todo: list[RawCase] = []
+    for raw in cases:
+        if raw.problem:
+            results.append(CaseResult(raw.case_id, "rejected", str(raw.problem_file or raw.folder), raw.problem))
+            continue
+        previous = read_case_record(root, raw.case_id)
+        if previous and stats_unchanged(previous, raw.files, params_fp):
+            results.append(CaseResult(raw.case_id, "unchanged"))
+        else:
+            todo.append(raw)
+    log.info("%d cases found, %d to process", len(cases), len(todo))
+    with tqdm(total=len(todo), desc="ingest", unit="case", disable=not progress or not todo) as bar:
+        if not todo:
+            pass
+        elif workers == 0:
+            results += _run_local(todo, root, config, bar)
+        else:
+            results += _run_dask(todo, root, config, bar, scheduler, workers)
+    results.sort(key=lambda r: r.case_id)
+    for r in results:
+        if r.status in ("rejected", "failed"):
+            log.warning("%s %s: %s", r.status, r.file, r.problem)
+    write_index(root)
+    write_report(root, results)
+    summary = IngestSummary(root, tuple(results), time.perf_counter() - start)
+    log.info("%s", summary.line())
+    log.debug("statuses: %s", Counter(r.status for r in results))
+    return summary

@@ -1,0 +1,153 @@
+"""Crop to the brain, z-score each modality on its non-zero voxels, remap labels, sample tumour locations."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidCaseError
+from .naming import MODALITIES, Convention
+from .validation import LoadedCase
+
+REGIONS: dict[str, tuple[int, ...]] = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
+"""Nested BraTS regions in store labels (1 necrosis, 2 edema, 3 enhancing)."""
+
+_F16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters that change what preprocessing writes (part of every case's fingerprint)."""
+
+    locations_per_region: int = 10_000
+    min_location_fraction: float = 0.01
+    min_brain_voxels: int = 100
+
+
+@dataclass
+class PreprocessedCase:
+    """What the store keeps for one case: arrays in the cropped frame plus undo metadata."""
+
+    image: np.ndarray  # (4, x, y, z) float16, z-scored
+    label: np.ndarray | None  # (x, y, z) uint8, 0..3
+    locations: dict[str, np.ndarray]  # region -> (n, 3) uint16 voxel coordinates in the crop
+    crop_box: tuple[tuple[int, int], ...]  # per axis [start, stop) in the original volume
+    original_shape: tuple[int, int, int]
+    normalization: dict[str, dict[str, float]]
+    voxel_counts: dict[str, int]
+
+
+def brain_bounding_box(modalities: list[np.ndarray], seg: np.ndarray | None) -> tuple[slice, slice, slice]:
+    """Bounding box of voxels that are non-zero (`!= 0`, negatives count) in any modality or the seg."""
+    mask = modalities[0] != 0
+    for arr in modalities[1:]:
+        mask |= arr != 0
+    if seg is not None:
+        mask |= seg != 0
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            raise ValueError("no non-zero voxel")
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]:
+    """Write (arr - mean) / std over the non-zero voxels into `out` (zeros stay 0); return mean, std, n.
+
+    Sums run in float64 over a float32 copy; zeros add nothing, so no masked copy is made.
+    """
+    a = np.array(arr, dtype=np.float32, order="C")
+    nonzero = a != 0
+    n = int(np.count_nonzero(nonzero))
+    if n == 0:
+        return 0.0, 0.0, 0
+    mean = float(a.sum(dtype=np.float64)) / n
+    var = float(np.square(a).sum(dtype=np.float64)) / n - mean * mean
+    std = float(np.sqrt(max(var, 0.0)))
+    if std <= 1e-6 * max(1.0, abs(mean)):
+        return mean, 0.0, n
+    a -= np.float32(mean)
+    a *= np.float32(1.0 / std)
+    a *= nonzero
+    np.clip(a, -_F16_MAX, _F16_MAX, out=a)
+    out[...] = a
+    return mean, std, n
+
+
+def remap_labels(seg: np.ndarray, conv: Convention) -> np.ndarray:
+    """Raw labels of `conv` to store labels through a lookup table."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for raw, stored in conv.to_store_labels().items():
+        lut[raw] = stored
+    return lut[seg]
+
+
+def sample_locations(label: np.ndarray, cfg: PreprocessConfig, seed: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per region, up to `locations_per_region` voxel coordinates (at least `min_location_fraction` of it).
+
+    Like nnU-Net's class locations: the sampler centres patches on these, so no full-volume
+    probability map is ever rebuilt at training time.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(label.ravel(), minlength=4)
+    locations, voxels = {}, {}
+    for region, labels in REGIONS.items():
+        voxels[region] = int(sum(int(counts[v]) for v in labels))
+        if voxels[region] == 0:
+            locations[region] = np.zeros((0, 3), dtype=np.uint16)
+            continue
+        flat = np.flatnonzero(np.isin(label.ravel(), labels) if len(labels) > 1 else label.ravel() == labels[0])
+        take = min(flat.size, max(cfg.locations_per_region, int(np.ceil(flat.size * cfg.min_location_fraction))))
+        chosen = np.sort(rng.choice(flat, size=take, replace=False)) if take < flat.size else flat
+        locations[region] = np.stack(np.unravel_index(chosen, label.shape), axis=1).astype(np.uint16)
+    return locations, voxels
+
+
+def case_seed(case_id: str) -> int:
+    """A seed fixed by the case id, so a re-ingest writes identical bytes on any worker."""
+    return int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "little")
+
+
+def preprocess_case(case: LoadedCase, cfg: PreprocessConfig = PreprocessConfig()) -> PreprocessedCase:
+    """Turn a validated raw case into the arrays and metadata the store keeps."""
+    ref_path = case.sources[MODALITIES[0]].path
+    try:
+        box = brain_bounding_box(case.modalities, case.seg)
+    except ValueError:
+        raise InvalidCaseError(ref_path, "every modality is empty (all voxels are 0)") from None
+    shape = tuple(s.stop - s.start for s in box)
+    image = np.empty((len(MODALITIES),) + shape, dtype=np.float16)
+    normalization = {}
+    for c, (role, arr) in enumerate(zip(MODALITIES, case.modalities)):
+        mean, std, n = zscore_nonzero(arr[box], image[c])
+        if n < cfg.min_brain_voxels or std == 0.0:
+            raise InvalidCaseError(case.sources[role].path,
+                                   f"{role} has {n} non-zero voxels and std {std:.3g} inside the brain box: "
+                                   "no usable contrast")
+        normalization[role] = {"mean": mean, "std": std, "nonzero_voxels": n}
+    label, locations, voxels = None, {}, {}
+    if case.seg is not None:
+        label = np.ascontiguousarray(remap_labels(case.seg[box], case.convention))
+        locations, voxels = sample_locations(label, cfg, case_seed(case.raw.case_id))
+    voxels["brain"] = int(max(v["nonzero_voxels"] for v in normalization.values()))
+    return PreprocessedCase(
+        image=image,
+        label=label,
+        locations=locations,
+        crop_box=tuple((s.start, s.stop) for s in box),
+        original_shape=tuple(int(s) for s in case.modalities[0].shape),  # type: ignore[arg-type]
+        normalization=normalization,
+        voxel_counts=voxels,
+    )
+
+
+def uncrop(cropped: np.ndarray, crop_box: tuple[tuple[int, int], ...], original_shape: tuple[int, ...],
+           fill: int | float = 0) -> np.ndarray:
+    """Put an array of the cropped frame back into the original volume (the inverse of the crop)."""
+    out = np.full(original_shape, fill, dtype=cropped.dtype)
+    out[tuple(slice(a, b) for a, b in crop_box)] = cropped
+    return out

@@ -1,0 +1,99 @@
+"""Load one raw case and check it whole before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidCaseError
+from .discovery import RawCase
+from .naming import MODALITIES, Convention
+from .nifti import NiftiLimits, NiftiSource, open_nifti
+
+
+@dataclass
+class LoadedCase:
+    """A raw case that passed validation: its arrays in file geometry plus provenance."""
+
+    raw: RawCase
+    sources: dict[str, NiftiSource]  # role -> source (hash, header, path)
+    modalities: list[np.ndarray]  # in MODALITIES order, file dtype, (x, y, z)
+    seg: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+    @property
+    def convention(self) -> Convention:
+        assert self.raw.convention is not None
+        return self.raw.convention
+
+
+def check_geometry(sources: dict[str, NiftiSource], atol: float) -> None:
+    """All files of a case share one shape and (within `atol` mm) one affine."""
+    ref_role = MODALITIES[0]
+    ref = sources[ref_role]
+    for role, src in sources.items():
+        if src.shape != ref.shape:
+            raise InvalidCaseError(src.path, f"shape {'x'.join(map(str, src.shape))} differs from "
+                                             f"{ref.path.name} ({'x'.join(map(str, ref.shape))})")
+        if not np.allclose(src.affine, ref.affine, atol=atol, rtol=0):
+            worst = float(np.abs(src.affine - ref.affine).max())
+            raise InvalidCaseError(src.path, f"affine differs from {ref.path.name} by {worst:.4g} mm "
+                                             f"(tolerance {atol})")
+
+
+def check_finite(src: NiftiSource, arr: np.ndarray) -> None:
+    """Float images must hold no NaN or Inf (integer images always do)."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr.sum(dtype=np.float64)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise InvalidCaseError(src.path, f"{bad} voxels are NaN or infinite")
+
+
+def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.ndarray:
+    """The seg as uint8, if it only holds the labels of its naming convention."""
+    if seg.dtype.kind == "f":
+        check_finite(src, seg)
+        if not np.array_equal(seg, np.round(seg)):
+            raise InvalidCaseError(src.path, "segmentation holds non-integer values")
+    lo, hi = seg.min(), seg.max()
+    if lo < 0 or hi > 255:
+        raise InvalidCaseError(src.path, f"segmentation values range {lo}..{hi}; allowed labels are "
+                                         f"{list(conv.labels)} (BraTS {conv.name} naming)")
+    seg8 = seg.astype(np.uint8, copy=False)
+    present = np.flatnonzero(np.bincount(seg8.ravel(), minlength=256))
+    unknown = sorted(set(present.tolist()) - set(conv.labels))
+    if unknown:
+        raise InvalidCaseError(src.path, f"unknown label value(s) {unknown}; BraTS {conv.name} naming allows "
+                                         f"{list(conv.labels)}")
+    return seg8
+
+
+def open_sources(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = 1e-3) -> dict[str, NiftiSource]:
+    """Read every file of a case and check headers and geometry, before any voxel is decoded."""
+    if raw.problem:
+        raise InvalidCaseError(raw.problem_file or raw.folder, raw.problem)
+    sources = {role: open_nifti(raw.files[role], limits) for role in raw.roles}
+    check_geometry(sources, affine_atol)
+    return sources
+
+
+def decode_case(raw: RawCase, sources: dict[str, NiftiSource]) -> LoadedCase:
+    """Decode the voxels of opened sources and check them (finite values, known labels)."""
+    modalities = []
+    for role in MODALITIES:
+        arr = sources[role].load()
+        check_finite(sources[role], arr)
+        modalities.append(arr)
+    seg = None
+    if raw.labelled:
+        seg = check_seg_labels(sources["seg"], sources["seg"].load(), raw.convention)  # type: ignore[arg-type]
+    ref = sources[MODALITIES[0]]
+    spacing = tuple(float(z) for z in ref.zooms)
+    return LoadedCase(raw=raw, sources=sources, modalities=modalities, seg=seg, affine=ref.affine,
+                      spacing=spacing)  # type: ignore[arg-type]
+
+
+def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = 1e-3) -> LoadedCase:
+    """Open, check and decode a whole case."""
+    return decode_case(raw, open_sources(raw, limits, affine_atol))

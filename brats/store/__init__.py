@@ -1,0 +1,1 @@
+"""The Zarr store: the one place that knows paths, chunking, codecs and the schema version."""

@@ -1,0 +1,57 @@
+"""The store's case index: one pandas-readable CSV row per case, rebuilt from case records."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from . import layout
+from .locks import store_lock
+from .reader import list_case_ids, read_case_record
+
+INDEX_COLUMNS = [
+    "case_id", "labelled", "convention", "size_x", "size_y", "size_z", "brain_voxels", "wt_voxels", "tc_voxels",
+    "et_voxels", "has_et", "spacing", "source_dir", "fingerprint", "ingested_at",
+]
+
+
+def _row(record: dict) -> dict:
+    shape = record["cropped_shape"]
+    voxels = record["voxels"]
+    return {
+        "case_id": record["case_id"], "labelled": record["labelled"], "convention": record["convention"],
+        "size_x": shape[0], "size_y": shape[1], "size_z": shape[2], "brain_voxels": voxels.get("brain", 0),
+        "wt_voxels": voxels.get("wt", 0), "tc_voxels": voxels.get("tc", 0), "et_voxels": voxels.get("et", 0),
+        "has_et": voxels.get("et", 0) > 0, "spacing": "x".join(f"{s:g}" for s in record["spacing"]),
+        "source_dir": record["source"]["dir"], "fingerprint": record["fingerprint"],
+        "ingested_at": record["ingested_at"],
+    }
+
+
+def build_index(root: str | Path) -> pd.DataFrame:
+    """Index of the complete cases, from their records (the source of truth)."""
+    root = Path(root)
+    rows = [_row(r) for cid in list_case_ids(root) if (r := read_case_record(root, cid)) is not None]
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def write_index(root: str | Path) -> pd.DataFrame:
+    """Rebuild `index.csv` atomically under the store lock; returns it."""
+    root = Path(root)
+    with store_lock(root):
+        df = build_index(root)
+        tmp = layout.index_path(root).with_name(f".{layout.INDEX_FILE}.{uuid.uuid4().hex}")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, layout.index_path(root))
+    return df
+
+
+def read_index(root: str | Path) -> pd.DataFrame:
+    """The index as written by the last ingest (falls back to a fresh build if absent)."""
+    path = layout.index_path(Path(root))
+    if not path.exists():
+        return build_index(root)
+    return pd.read_csv(path, dtype={"case_id": str, "fingerprint": str})

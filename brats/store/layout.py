@@ -1,0 +1,84 @@
+"""Where everything lives in a store, and how arrays are chunked and compressed.
+
+Layout (Zarr v3, local directory store)::
+
+    store/zarr.json                 root group; attributes["brats"]: schema version, ingest config
+    store/cases/<case_id>/          one group per case (attributes["brats"]: the case record)
+        image   (4, x, y, z) float16    z-scored t1, t1ce, t2, flair, cropped to the brain
+        label   (x, y, z)    uint8      0 background, 1 necrosis, 2 edema, 3 enhancing (labelled cases)
+        loc_wt, loc_tc, loc_et (n, 3) uint16   sampled tumour voxel coordinates per region
+    store/index.csv                 one row per case (pandas-readable)
+    store/ingest_report.csv         the last ingest run, one row per case
+    store/.staging/ .trash/ .locks/ private to writers
+
+Chunking and codec were chosen by `bench/store_layout.py` (docs/benchmarks.md): zarr-python 3
+costs ~0.5-1 ms per chunk touched, while LZ4 decodes a whole 26 MB cropped BraTS case in
+~3 ms. So each case array is one chunk up to `MAX_CHUNK_BYTES` (a whole-case read then takes
+~10 ms, against ~25 ms with 64^3 chunks, and a random 96^3 patch ~8 ms against ~13 ms), and
+Blosc-LZ4 without shuffle compresses z-scored float16 with zero background better and faster
+than with byte shuffle (ratio 2.3 vs 2.2, 11 vs 25 ms). No sharding: one chunk needs none,
+and it rules out the known Dask/shard corruption.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from zarr.codecs import BloscCodec
+
+SCHEMA_VERSION = 1
+ROOT_ATTR = "brats"
+CASES_GROUP = "cases"
+IMAGE = "image"
+LABEL = "label"
+LOCATION_PREFIX = "loc_"
+INDEX_FILE = "index.csv"
+REPORT_FILE = "ingest_report.csv"
+MAX_CHUNK_BYTES = 128 * 1024 * 1024
+WRITE_CONFIG = {"write_empty_chunks": True}  # skip zarr's all-fill scan: brain crops are never empty
+
+
+def codec() -> BloscCodec:
+    """The compressor of every array (see module docstring for the measurement)."""
+    return BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")
+
+
+def chunk_shape(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Whole array as one chunk, halving the longest spatial axis until under MAX_CHUNK_BYTES."""
+    chunks = list(shape)
+    spatial = range(len(shape) - 3, len(shape)) if len(shape) >= 3 else range(len(shape))
+    while math.prod(chunks) * itemsize > MAX_CHUNK_BYTES:
+        axis = max(spatial, key=lambda a: chunks[a])
+        if chunks[axis] == 1:
+            break
+        chunks[axis] = math.ceil(chunks[axis] / 2)
+    return tuple(max(1, c) for c in chunks)
+
+
+def cases_dir(root: Path) -> Path:
+    return root / CASES_GROUP
+
+
+def case_dir(root: Path, case_id: str) -> Path:
+    return cases_dir(root) / case_id
+
+
+def staging_dir(root: Path) -> Path:
+    return root / ".staging"
+
+
+def trash_dir(root: Path) -> Path:
+    return root / ".trash"
+
+
+def locks_dir(root: Path) -> Path:
+    return root / ".locks"
+
+
+def index_path(root: Path) -> Path:
+    return root / INDEX_FILE
+
+
+def report_path(root: Path) -> Path:
+    return root / REPORT_FILE

@@ -1,0 +1,74 @@
+"""Read case records and arrays from a store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import StoreError
+from . import layout
+
+
+def read_case_record(root: Path, case_id: str) -> dict[str, Any] | None:
+    """The record of a completely written case, or None if the case is absent or incomplete."""
+    meta = layout.case_dir(root, case_id) / "zarr.json"
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+def list_case_ids(root: Path) -> list[str]:
+    """Ids of the complete cases in a store, sorted."""
+    cdir = layout.cases_dir(Path(root))
+    if not cdir.is_dir():
+        return []
+    return sorted(p.name for p in cdir.iterdir() if p.is_dir() and read_case_record(Path(root), p.name) is not None)
+
+
+def read_store_attrs(root: str | Path) -> dict[str, Any]:
+    """Root attributes (schema version, ingest config); StoreError if `root` is no brats store."""
+    meta = Path(root) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
+    except (OSError, ValueError):
+        attrs = None
+    if not attrs:
+        raise StoreError(f"{root}: not a brats store (run `brats ingest RAW --out {root}` first)")
+    return attrs
+
+
+@dataclass
+class CaseArrays:
+    """One case's lazily opened Zarr arrays and its record."""
+
+    case_id: str
+    record: dict[str, Any]
+    image: zarr.Array
+    label: zarr.Array | None
+    group: zarr.Group
+
+    def locations(self, region: str) -> np.ndarray:
+        """Sampled (n, 3) voxel coordinates of a tumour region (empty for unlabelled cases)."""
+        name = layout.LOCATION_PREFIX + region
+        if self.label is None or name not in self.group:
+            return np.zeros((0, 3), dtype=np.uint16)
+        return self.group[name][...]
+
+
+def open_case(root: str | Path, case_id: str) -> CaseArrays:
+    """Open a complete case read-only."""
+    root = Path(root)
+    record = read_case_record(root, case_id)
+    if record is None:
+        raise StoreError(f"{layout.case_dir(root, case_id)}: case not in store or incomplete")
+    group = zarr.open_group(str(layout.case_dir(root, case_id)), mode="r")
+    label = group[layout.LABEL] if record.get("labelled") else None
+    return CaseArrays(case_id, record, group[layout.IMAGE], label, group)  # type: ignore[arg-type]

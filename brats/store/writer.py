@@ -1,0 +1,131 @@
+"""Create stores and write cases atomically: a case appears whole, by one rename, or not at all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import StoreError, StoreMismatchError
+from . import layout
+from .locks import store_lock
+
+log = logging.getLogger(__name__)
+
+
+def _read_root_attrs(root: Path) -> dict[str, Any] | None:
+    meta = root / "zarr.json"
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{meta}: unreadable store metadata ({exc})") from None
+
+
+def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Path:
+    """Make `root` a brats store, or check that the existing one has our schema and config.
+
+    Cases written with other preprocessing parameters would be silently inconsistent, so a
+    mismatch is an error rather than a partial re-ingest.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for d in (layout.locks_dir(root), layout.staging_dir(root), layout.trash_dir(root)):
+            d.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{root}: cannot create store folder ({exc.strerror or exc})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise StoreError(f"{root}: store folder is not writable")
+    with store_lock(root):
+        attrs = _read_root_attrs(root)
+        if attrs is None:
+            if (root / "zarr.json").exists():
+                raise StoreError(f"{root}: a Zarr store not written by brats")
+            if any(p.name not in {".locks", ".staging", ".trash"} for p in root.iterdir()):
+                raise StoreError(f"{root}: folder is not empty and is not a brats store")
+            zarr.open_group(str(layout.cases_dir(root)), mode="a")
+            group = zarr.open_group(str(root), mode="a")  # "w" would wipe the folder, held locks included
+            group.attrs[layout.ROOT_ATTR] = {"schema_version": layout.SCHEMA_VERSION, "ingest_config": ingest_config}
+            log.info("created store %s (schema v%d)", root, layout.SCHEMA_VERSION)
+            return root
+        version = attrs.get("schema_version")
+        if version != layout.SCHEMA_VERSION:
+            raise StoreMismatchError(f"{root}: store schema v{version}, this brats writes v{layout.SCHEMA_VERSION}; "
+                                     "ingest into a new folder")
+        if attrs.get("ingest_config") != ingest_config:
+            raise StoreMismatchError(f"{root}: store was ingested with other parameters {attrs.get('ingest_config')}; "
+                                     "use the same options or a new folder")
+    return root
+
+
+def checksum(arr: np.ndarray) -> str:
+    """CRC-32 of an array's C-order bytes, recorded at ingest for `brats verify`."""
+    return format(zlib.crc32(np.ascontiguousarray(arr).data), "08x")
+
+
+def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
+    arr = group.create_array(name, shape=data.shape, dtype=data.dtype,
+                             chunks=layout.chunk_shape(data.shape, data.dtype.itemsize),
+                             compressors=layout.codec(), fill_value=0, config=layout.WRITE_CONFIG)
+    arr[...] = data
+
+
+def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+    """Write a case into staging, then rename it into place (caller holds the case lock).
+
+    A process killed at any point leaves either the previous complete case or nothing under
+    `cases/`, plus staging debris that the next writer of that case removes.
+    """
+    staging = layout.staging_dir(root) / f"{case_id}.{uuid.uuid4().hex}"
+    try:
+        group = zarr.open_group(str(staging), mode="w")
+        record = dict(record, checksums={name: checksum(a) for name, a in arrays.items()})
+        for name, data in arrays.items():
+            _write_array(group, name, data)
+        group.attrs[layout.ROOT_ATTR] = record  # written last: a case without it is not complete
+        target = layout.case_dir(root, case_id)
+        if target.exists():
+            old = layout.trash_dir(root) / f"{case_id}.{uuid.uuid4().hex}"
+            os.rename(target, old)
+            os.rename(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(f"{staging}: cannot write case ({exc.strerror or exc})") from None
+
+
+def recover_case(root: Path, case_id: str) -> None:
+    """Clean what a killed writer of `case_id` left (caller holds the case lock).
+
+    If a replacement was interrupted between its two renames, the previous complete version
+    sits in the trash: put it back, so nothing complete is ever lost.
+    """
+    prefix = case_id + "."
+    for stale in layout.staging_dir(root).glob(f"{glob_escape(case_id)}.*"):
+        if stale.name.startswith(prefix):
+            shutil.rmtree(stale, ignore_errors=True)
+    trashed = sorted(p for p in layout.trash_dir(root).glob(f"{glob_escape(case_id)}.*") if p.name.startswith(prefix))
+    target = layout.case_dir(root, case_id)
+    for old in trashed:
+        if not target.exists() and (old / "zarr.json").exists():
+            os.rename(old, target)
+            log.warning("restored %s from an interrupted replacement", case_id)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def glob_escape(name: str) -> str:
+    """Escape glob metacharacters in a case id."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)

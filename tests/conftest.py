@@ -1,0 +1,67 @@
+"""Fixtures: tiny synthetic raw datasets and a helper to write hand-made cases."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats.pipeline.naming import CONVENTIONS, MODALITIES
+from brats.synth import SynthConfig, synth_dataset
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+TINY = (40, 40, 32)
+
+
+def brain_arrays(shape=TINY, seed=0, et=True):
+    """Four int16 modalities of a box-shaped brain with a small nested tumour, plus a 2021 seg."""
+    rng = np.random.default_rng(seed)
+    mods = []
+    brain = np.zeros(shape, bool)
+    brain[5:-5, 6:-6, 4:-4] = True
+    for c in range(len(MODALITIES)):
+        m = (rng.normal(500 + 100 * c, 50, shape) * brain).astype(np.int16)
+        mods.append(m)
+    seg = np.zeros(shape, np.uint8)
+    seg[15:25, 15:25, 12:20] = 2
+    seg[17:23, 17:23, 14:18] = 4 if et else 1
+    seg[19:21, 19:21, 15:17] = 1
+    return mods, seg
+
+
+def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021", affine=None) -> Path:
+    """Write arrays as a raw case in `naming` layout; returns the case folder."""
+    conv = CONVENTIONS[naming]
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) if affine is None else affine
+    roles = list(zip(MODALITIES, mods))
+    if seg is not None:
+        roles.append(("seg", seg))
+    for role, arr in roles:
+        nib.save(nib.Nifti1Image(arr, affine), folder / f"{case_id}{conv.separator}{conv.suffixes[role]}.nii.gz")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_raw_session(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    synth_dataset(out, SynthConfig(cases=4, shape=TINY, seed=1), progress=False)
+    return out
+
+
+@pytest.fixture
+def synth_raw(synth_raw_session, tmp_path) -> Path:
+    """A private copy of 4 tiny synthetic 2021-named cases (case 3 has no enhancing tumour)."""
+    dst = tmp_path / "raw"
+    shutil.copytree(synth_raw_session, dst)
+    return dst
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is absent")
+    return REALDATA

@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+
+from brats.errors import StoreError, StoreMismatchError
+from brats.store import layout
+from brats.store.index import INDEX_COLUMNS, read_index, write_index
+from brats.store.locks import case_lock
+from brats.store.reader import list_case_ids, open_case, read_case_record, read_store_attrs
+from brats.store.writer import checksum, create_or_check_store, recover_case, write_case
+
+
+def record(case_id):
+    return {"case_id": case_id, "labelled": True, "convention": "2021", "cropped_shape": [4, 5, 6],
+            "voxels": {"brain": 10, "wt": 3, "tc": 2, "et": 1}, "spacing": [1.0, 1.0, 1.0],
+            "source": {"dir": "/raw/x", "files": {}}, "fingerprint": "f" * 64, "ingested_at": "now"}
+
+
+def arrays():
+    rng = np.random.default_rng(0)
+    return {"image": rng.normal(size=(4, 4, 5, 6)).astype(np.float16),
+            "label": rng.integers(0, 4, (4, 5, 6)).astype(np.uint8),
+            "loc_wt": np.array([[1, 2, 3]], np.uint16)}
+
+
+def test_create_check_and_mismatch(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {"a": 1})
+    assert read_store_attrs(root) == {"schema_version": layout.SCHEMA_VERSION, "ingest_config": {"a": 1}}
+    create_or_check_store(root, {"a": 1})  # same parameters: fine
+    with pytest.raises(StoreMismatchError, match="other parameters"):
+        create_or_check_store(root, {"a": 2})
+    meta = json.loads((root / "zarr.json").read_text())
+    meta["attributes"]["brats"]["schema_version"] = 99
+    (root / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreMismatchError, match="schema v99"):
+        create_or_check_store(root, {"a": 1})
+
+
+def test_refuses_foreign_folders(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "thesis.docx").write_text("precious")
+    with pytest.raises(StoreError, match="not empty"):
+        create_or_check_store(tmp_path / "full", {})
+    assert (tmp_path / "full" / "thesis.docx").read_text() == "precious"
+    with pytest.raises(StoreError, match="not a brats store"):
+        read_store_attrs(tmp_path / "full")
+
+
+def test_unwritable_store_folder(tmp_path):
+    import os
+    if os.geteuid() == 0:
+        target = tmp_path / "file-in-the-way"
+        target.write_text("x")
+        with pytest.raises(StoreError, match="cannot create store folder"):
+            create_or_check_store(target / "s", {})
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(StoreError):
+            create_or_check_store(ro / "s", {})
+
+
+def test_write_case_round_trip_layout_and_checksums(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {})
+    data = arrays()
+    write_case(root, "c1", data, record("c1"))
+    case = open_case(root, "c1")
+    np.testing.assert_array_equal(case.image[...], data["image"])
+    np.testing.assert_array_equal(case.label[...], data["label"])
+    np.testing.assert_array_equal(case.locations("wt"), data["loc_wt"])
+    assert case.locations("et").shape == (0, 3)
+    assert case.image.chunks == data["image"].shape  # one chunk per case array
+    assert case.record["checksums"]["image"] == checksum(data["image"])
+    assert list_case_ids(root) == ["c1"]
+
+
+def test_incomplete_case_is_invisible_and_cleaned(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {})
+    half = layout.staging_dir(root) / "c2.deadbeef"
+    (half / "image").mkdir(parents=True)  # a writer killed before its rename
+    (layout.case_dir(root, "c3")).mkdir(parents=True)  # a folder without a record
+    assert list_case_ids(root) == [] and read_case_record(root, "c2") is None
+    with case_lock(root, "c2"):
+        recover_case(root, "c2")
+    assert not half.exists()
+
+
+def test_interrupted_replacement_restores_previous_version(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {})
+    write_case(root, "c1", arrays(), record("c1"))
+    # Killed between "old -> trash" and "staging -> cases": the case is briefly absent.
+    (layout.case_dir(root, "c1")).rename(layout.trash_dir(root) / "c1.0123")
+    assert list_case_ids(root) == []
+    with case_lock(root, "c1"):
+        recover_case(root, "c1")
+    assert list_case_ids(root) == ["c1"]
+    np.testing.assert_array_equal(open_case(root, "c1").image[...], arrays()["image"])
+
+
+def test_replace_keeps_one_version(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {})
+    write_case(root, "c1", arrays(), record("c1"))
+    new = arrays()
+    new["image"] = new["image"] * 2
+    write_case(root, "c1", new, dict(record("c1"), fingerprint="e" * 64))
+    np.testing.assert_array_equal(open_case(root, "c1").image[...], new["image"])
+    assert not any(layout.trash_dir(root).iterdir()) and not any(layout.staging_dir(root).iterdir())
+
+
+def test_index_is_pandas_readable(tmp_path):
+    root = create_or_check_store(tmp_path / "s", {})
+    for cid in ("b", "a"):
+        write_case(root, cid, arrays(), record(cid))
+    write_index(root)
+    df = read_index(root)
+    assert list(df.columns) == INDEX_COLUMNS and list(df.case_id) == ["a", "b"]
+    assert df.loc[0, "et_voxels"] == 1 and bool(df.loc[0, "has_et"])
+
+
+def test_chunk_shape_splits_only_huge_arrays():
+    assert layout.chunk_shape((4, 140, 170, 140), 2) == (4, 140, 170, 140)
+    big = layout.chunk_shape((4, 1024, 1024, 512), 2)
+    assert np.prod(big) * 2 <= layout.MAX_CHUNK_BYTES and big[0] == 4
