@@ -159,7 +159,9 @@ def test_unknown_labels(tmp_path, naming, bad):
 def test_negative_and_fractional_labels(tmp_path):
     mods, seg = brain_arrays()
     err = case_problem(tmp_path, mods, seg.astype(np.int16) - 1)
-    assert "values range -1" in err.problem
+    assert "unknown label value(s) [-1, 3]" in err.problem
+    err = case_problem(tmp_path / "neg", mods, seg.astype(np.float32) - 1)
+    assert "values range -1..3" in err.problem
     frac = seg.astype(np.float32)
     frac[2, 2, 2] = 0.5
     err = case_problem(tmp_path / "f", mods, frac)
@@ -173,3 +175,16 @@ def test_valid_case_loads(tmp_path):
     loaded = load_case(case)
     assert loaded.seg.dtype == np.uint8 and set(np.unique(loaded.seg)) == {0, 1, 2, 4}
     assert loaded.spacing == (1.0, 1.0, 1.0)
+
+
+def test_standard_zlib_fallback_reads_and_refuses_the_same(tmp_path, monkeypatch):
+    import zlib
+
+    from brats.pipeline import nifti
+
+    arr = np.random.default_rng(1).normal(size=(16, 16, 16)).astype(np.float32)
+    good = save(tmp_path / "g.nii.gz", arr)
+    (tmp_path / "t.nii.gz").write_bytes(good.read_bytes()[:-100])
+    monkeypatch.setattr(nifti, "_inflate", zlib)
+    np.testing.assert_array_equal(open_nifti(good).load(), arr)
+    refused(tmp_path / "t.nii.gz", "truncated")

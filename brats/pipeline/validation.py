@@ -51,22 +51,33 @@ def check_finite(src: NiftiSource, arr: np.ndarray) -> None:
 
 
 def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.ndarray:
-    """The seg as uint8, if it only holds the labels of its naming convention."""
-    if seg.dtype.kind == "f":
-        check_finite(src, seg)
-        if not np.array_equal(seg, np.round(seg)):
-            raise InvalidCaseError(src.path, "segmentation holds non-integer values")
-    lo, hi = seg.min(), seg.max()
-    if lo < 0 or hi > 255:
-        raise InvalidCaseError(src.path, f"segmentation values range {lo}..{hi}; allowed labels are "
-                                         f"{list(conv.labels)} (BraTS {conv.name} naming)")
-    seg8 = seg.astype(np.uint8, copy=False)
-    present = np.flatnonzero(np.bincount(seg8.ravel(), minlength=256))
-    unknown = sorted(set(present.tolist()) - set(conv.labels))
+    """The seg as an unsigned integer array (same memory order), if it only holds `conv`'s labels.
+
+    Integer segs of up to 16 bits are checked with one lookup of allowed codes and no copy;
+    the offending values are only listed when there are some.
+    """
+    allowed = f"BraTS {conv.name} naming allows {list(conv.labels)}"
+    if seg.dtype.kind in "iu" and seg.dtype.itemsize <= 2:
+        codes = seg.view(np.dtype(f"u{seg.dtype.itemsize}"))
+        ok = np.zeros(1 << (8 * codes.dtype.itemsize), dtype=bool)
+        ok[list(conv.labels)] = True
+        if ok[codes].all():
+            return codes
+        values = np.unique(codes[~ok[codes]]).view(seg.dtype).tolist()
+    else:
+        if seg.dtype.kind == "f":
+            check_finite(src, seg)
+            if not np.array_equal(seg, np.round(seg)):
+                raise InvalidCaseError(src.path, "segmentation holds non-integer values")
+        lo, hi = seg.min(), seg.max()
+        if lo < 0 or hi > 255:
+            raise InvalidCaseError(src.path, f"segmentation values range {lo:g}..{hi:g}; {allowed}")
+        codes = seg.astype(np.uint8, order="K")
+        values = np.flatnonzero(np.bincount(codes.ravel(order="K"))).tolist()
+    unknown = sorted(set(values) - set(conv.labels))
     if unknown:
-        raise InvalidCaseError(src.path, f"unknown label value(s) {unknown}; BraTS {conv.name} naming allows "
-                                         f"{list(conv.labels)}")
-    return seg8
+        raise InvalidCaseError(src.path, f"unknown label value(s) {unknown}; {allowed}")
+    return codes
 
 
 def open_sources(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = 1e-3) -> dict[str, NiftiSource]:
