@@ -29,6 +29,7 @@ from brats.pipeline.config import IngestConfig  # noqa: E402
 from brats.pipeline.discovery import discover_cases  # noqa: E402
 from brats.pipeline.ingest import ingest_case, run_ingest  # noqa: E402
 from brats.store import layout  # noqa: E402
+from brats.store.reader import read_case_record  # noqa: E402
 from brats.store.writer import create_or_check_store  # noqa: E402
 
 
@@ -57,7 +58,6 @@ def one_core(raw: Path, tmp: Path, repeats: int) -> None:
             assert result.status == "ingested", result
 
         t = best_of(ingest, repeats)
-        from brats.store.reader import read_case_record
         shape = read_case_record(root, case.case_id)["original_shape"]
         ratios.append(t / floor)
         ratios_ng.append(t / floor_ng)
@@ -80,9 +80,7 @@ def scaling(raw: Path, tmp: Path, copies: int, max_workers: int) -> None:
             dst = many / f"{case.case_id}-copy{j}"
             dst.mkdir(parents=True)
             for path in case.files.values():
-                os.link(path, dst / path.name.replace(case.case_id, f"{case.case_id}-copy{j}", 1)) \
-                    if os.stat(path).st_dev == os.stat(tmp).st_dev else \
-                    shutil.copy(path, dst / path.name.replace(case.case_id, f"{case.case_id}-copy{j}", 1))
+                shutil.copy(path, dst / path.name.replace(case.case_id, f"{case.case_id}-copy{j}", 1))
     n_cases = len(discover_cases(many))
     print(f"\n## Scaling with Dask workers ({n_cases} cases, cluster start excluded)\n")
     print("| workers | wall s | cases/s | speed-up | efficiency |\n|---|---|---|---|---|")

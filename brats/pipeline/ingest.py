@@ -8,7 +8,6 @@ import logging
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,13 +199,12 @@ def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig 
         else:
             todo.append(raw)
     log.info("%d cases found, %d to process", len(cases), len(todo))
-    with tqdm(total=len(todo), desc="ingest", unit="case", disable=not progress or not todo) as bar:
-        if not todo:
-            pass
-        elif workers == 0:
-            results += _run_local(todo, root, config, bar)
-        else:
-            results += _run_dask(todo, root, config, bar, scheduler, workers)
+    if todo:
+        with tqdm(total=len(todo), desc="ingest", unit="case", disable=not progress) as bar:
+            if workers == 0:
+                results += _run_local(todo, root, config, bar)
+            else:
+                results += _run_dask(todo, root, config, bar, scheduler, workers)
     results.sort(key=lambda r: r.case_id)
     for r in results:
         if r.status in ("rejected", "failed"):
@@ -215,5 +213,4 @@ def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig 
     write_report(root, results)
     summary = IngestSummary(root, tuple(results), time.perf_counter() - start)
     log.info("%s", summary.line())
-    log.debug("statuses: %s", Counter(r.status for r in results))
     return summary

@@ -19,6 +19,7 @@ INDEX_COLUMNS = [
 
 
 def _row(record: dict) -> dict:
+    """One index row; `brain_voxels` counts the non-zero voxels of the fullest modality."""
     shape = record["cropped_shape"]
     voxels = record["voxels"]
     return {
