@@ -27,7 +27,7 @@ from .discovery import RawCase, discover_cases
 from .fingerprint import case_fingerprint, file_stat, params_fingerprint, stats_unchanged
 from .naming import MODALITIES
 from .preprocess import PreprocessedCase, preprocess_case
-from .validation import decode_case, open_sources
+from .validation import LoadedCase, decode_case, open_sources
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def _case_arrays(pre: PreprocessedCase) -> dict[str, Any]:
     return arrays
 
 
-def _case_record(raw: RawCase, sources: dict, pre: PreprocessedCase, fingerprint: str, params_fp: str,
-                 loaded_affine: list, spacing: tuple) -> dict[str, Any]:
+def _case_record(loaded: LoadedCase, pre: PreprocessedCase, fingerprint: str, params_fp: str) -> dict[str, Any]:
+    raw, sources = loaded.raw, loaded.sources
     return {
         "case_id": raw.case_id,
         "labelled": raw.labelled,
@@ -90,8 +90,8 @@ def _case_record(raw: RawCase, sources: dict, pre: PreprocessedCase, fingerprint
         "original_shape": list(pre.original_shape),
         "cropped_shape": list(pre.image.shape[1:]),
         "crop_box": [list(b) for b in pre.crop_box],
-        "affine": loaded_affine,
-        "spacing": list(spacing),
+        "affine": loaded.affine.tolist(),
+        "spacing": list(loaded.spacing),
         "normalization": pre.normalization,
         "voxels": pre.voxel_counts,
         "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -129,7 +129,7 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
             pre = preprocess_case(loaded, config.preprocess)
         except InvalidCaseError as exc:
             return result("rejected", exc.file, exc.problem)
-        record = _case_record(raw, sources, pre, fingerprint, params_fp, loaded.affine.tolist(), loaded.spacing)
+        record = _case_record(loaded, pre, fingerprint, params_fp)
         try:
             write_case(root, raw.case_id, _case_arrays(pre), record)
         except StoreError as exc:

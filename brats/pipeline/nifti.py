@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-
-try:  # zlib-ng inflates BraTS files ~2.8x faster than the standard zlib (docs/benchmarks.md)
-    from zlib_ng import zlib_ng as _inflate
-except ImportError:  # pragma: no cover - optional speed-up
-    _inflate = zlib  # type: ignore[assignment]
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +11,11 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InvalidCaseError
+
+try:  # zlib-ng inflates BraTS files 2-5x faster than the standard zlib (docs/benchmarks.md)
+    from zlib_ng import zlib_ng as _inflate
+except ImportError:  # pragma: no cover - optional speed-up
+    _inflate = zlib  # type: ignore[assignment]
 
 _HEADER_BYTES = 352  # NIfTI-1 header (348) + extension flag (4)
 _GZIP_MAGIC = b"\x1f\x8b"

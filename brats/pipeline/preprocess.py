@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidCaseError
+from .codes import table_size, unsigned_view
 from .naming import MODALITIES, Convention
 from .validation import LoadedCase
 
@@ -52,18 +53,16 @@ def brain_bounding_box(modalities: list[np.ndarray], seg: np.ndarray | None) -> 
     return tuple(box)  # type: ignore[return-value]
 
 
-def _as_codes(arr: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """Integer voxels of at most 16 bits as unsigned codes (value + offset), or None for other types.
+def _offset_codes(arr: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Integer voxels as monotone unsigned codes (value + offset), or None for other types.
 
     A view plus at most one pass (flipping the sign bit), keeping the memory order of `arr`.
     """
-    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2:
-        return None
-    unsigned = np.dtype(f"u{arr.dtype.itemsize}")
-    if arr.dtype.kind == "u":
-        return arr.view(unsigned), 0
-    offset = 1 << (8 * arr.dtype.itemsize - 1)
-    return np.bitwise_xor(arr.view(unsigned), unsigned.type(offset), order="K"), offset
+    codes = unsigned_view(arr)
+    if codes is None or arr.dtype.kind == "u":
+        return None if codes is None else (codes, 0)
+    offset = table_size(codes) // 2
+    return np.bitwise_xor(codes, codes.dtype.type(offset), order="K"), offset
 
 
 def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]:
@@ -74,10 +73,10 @@ def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]
     reorder. Float scans: float32 arithmetic with float64 sums. No clipping is needed: a
     z-score cannot exceed sqrt(n) (Samuelson), far below the float16 range.
     """
-    coded = _as_codes(arr)
+    coded = _offset_codes(arr)
     if coded is not None:
         codes, offset = coded
-        hist = np.bincount(codes.ravel(order="K"), minlength=1 << (8 * codes.dtype.itemsize))
+        hist = np.bincount(codes.ravel(order="K"), minlength=table_size(codes))
         values = np.arange(hist.size, dtype=np.float64) - offset
         hist[offset] = 0  # the zero voxels
         n = int(hist.sum())
@@ -110,7 +109,7 @@ def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]
 
 def remap_labels(seg: np.ndarray, conv: Convention) -> np.ndarray:
     """Raw labels of `conv` (an unsigned array, see `validation.check_seg_labels`) to store labels, C order."""
-    lut = np.zeros(1 << (8 * seg.dtype.itemsize), dtype=np.uint8)
+    lut = np.zeros(table_size(seg), dtype=np.uint8)
     for raw, stored in conv.to_store_labels().items():
         lut[raw] = stored
     return np.ascontiguousarray(lut[seg])

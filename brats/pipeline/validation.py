@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidCaseError
+from .codes import table_size, unsigned_view
 from .discovery import RawCase
 from .naming import MODALITIES, Convention
 from .nifti import NiftiLimits, NiftiSource, open_nifti
@@ -57,9 +58,9 @@ def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.
     the offending values are only listed when there are some.
     """
     allowed = f"BraTS {conv.name} naming allows {list(conv.labels)}"
-    if seg.dtype.kind in "iu" and seg.dtype.itemsize <= 2:
-        codes = seg.view(np.dtype(f"u{seg.dtype.itemsize}"))
-        ok = np.zeros(1 << (8 * codes.dtype.itemsize), dtype=bool)
+    codes = unsigned_view(seg)
+    if codes is not None:
+        ok = np.zeros(table_size(codes), dtype=bool)
         ok[list(conv.labels)] = True
         if ok[codes].all():
             return codes
