@@ -65,3 +65,25 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is absent")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_store(synth_raw_session, tmp_path_factory) -> Path:
+    """A store ingested in-process from the 4 tiny synthetic cases (read-only for tests)."""
+    from brats.pipeline.ingest import run_ingest
+
+    store = tmp_path_factory.mktemp("tiny") / "store"
+    run_ingest(synth_raw_session, store, workers=0, progress=False)
+    return store
+
+
+def ingest_cases(tmp_path: Path, cases: dict[str, tuple[list, np.ndarray | None]]) -> Path:
+    """Write hand-made cases {id: (modalities, seg)} and ingest them in-process; returns the store."""
+    from brats.pipeline.ingest import run_ingest
+
+    raw = tmp_path / "raw"
+    for case_id, (mods, seg) in cases.items():
+        write_case(raw / case_id, case_id, mods, seg)
+    store = tmp_path / "store"
+    run_ingest(raw, store, workers=0, progress=False)
+    return store

@@ -63,6 +63,40 @@ class CaseArrays:
         return self.group[name][...]
 
 
+def labelled_case_ids(root: str | Path) -> list[str]:
+    """Ids of the complete cases that carry a segmentation, sorted."""
+    root = Path(root)
+    return [c for c in list_case_ids(root) if (read_case_record(root, c) or {}).get("labelled")]
+
+
+def array_path(root: str | Path, case_id: str, name: str) -> Path:
+    """Folder of one case array (`layout.IMAGE`, `layout.LABEL`, or a location array)."""
+    return layout.case_dir(Path(root), case_id) / name
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """Read one whole array: its single chunk decodes faster than any partial read (layout docs)."""
+    return zarr.open_array(str(path), mode="r")[...]
+
+
+def load_locations(case_path: str | Path, regions: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The sampled tumour voxel coordinates of each region, (n, 3) uint16; empty when absent."""
+    out = {}
+    for region in regions:
+        path = Path(case_path) / (layout.LOCATION_PREFIX + region)
+        out[region] = load_array(path) if path.is_dir() else np.zeros((0, 3), dtype=np.uint16)
+    return out
+
+
+def cropped_affine(record: dict[str, Any]) -> np.ndarray:
+    """Voxel-to-world affine of the stored (cropped) arrays."""
+    affine = np.asarray(record["affine"], dtype=np.float64)
+    start = np.array([box[0] for box in record["crop_box"]], dtype=np.float64)
+    out = affine.copy()
+    out[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    return out
+
+
 def open_case(root: str | Path, case_id: str) -> CaseArrays:
     """Open a complete case read-only."""
     root = Path(root)

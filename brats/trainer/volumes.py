@@ -1,0 +1,52 @@
+"""Whole cropped cases for sliding-window evaluation, the next one read while this one is used."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..store.reader import open_case
+from .workers import worker_context
+
+
+@dataclass
+class CaseVolume:
+    """One stored case: image float16 (4, x, y, z), label uint8 (x, y, z) or None, and its record."""
+
+    case_id: str
+    image: torch.Tensor
+    label: torch.Tensor | None
+    record: dict[str, Any]
+
+
+class StoreVolumes(Dataset[CaseVolume]):
+    """Map-style dataset of whole store cases (opened in the reading process)."""
+
+    def __init__(self, root: str | Path, case_ids: list[str]) -> None:
+        self.root = Path(root)
+        self.case_ids = list(case_ids)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> CaseVolume:
+        case = open_case(self.root, self.case_ids[index])
+        label = torch.from_numpy(case.label[...]) if case.label is not None else None
+        return CaseVolume(case.case_id, torch.from_numpy(case.image[...]), label, case.record)
+
+
+def _identity(item: CaseVolume) -> CaseVolume:
+    return item
+
+
+def iterate_volumes(root: str | Path, case_ids: list[str], workers: int = 1) -> Iterator[CaseVolume]:
+    """Cases in the given order; with `workers` > 0 they are read ahead in other processes."""
+    loader = DataLoader(StoreVolumes(root, case_ids), batch_size=None, collate_fn=_identity,
+                        num_workers=workers, multiprocessing_context=worker_context(workers),
+                        prefetch_factor=1 if workers > 0 else None)
+    yield from loader
