@@ -28,3 +28,11 @@ class StoreError(BratsError):
 
 class StoreMismatchError(StoreError):
     """The store was written with another schema version or other preprocessing parameters."""
+
+
+class ConfigError(BratsError):
+    """An option or config file value cannot be used."""
+
+
+class CheckpointError(BratsError):
+    """A checkpoint is missing, unreadable, unsafe, or does not fit the requested run."""

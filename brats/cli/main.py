@@ -49,9 +49,11 @@ def cli(verbose: int) -> None:
 def _register() -> None:
     from .ingest import ingest
     from .synth import synth
+    from .train import train
 
     cli.add_command(synth)
     cli.add_command(ingest)
+    cli.add_command(train)
 
 
 _register()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Sampler
 
+from .prefetch import prefetched
 from .sampler import TumourSampler
 from .seeds import ORDER, PATCHES, SHUFFLE, derive_seed
 from .workers import worker_context
@@ -45,18 +45,6 @@ class SubjectOrder(Sampler[int]):
 
 def _first(batch: list[tio.Subject]) -> tio.Subject:
     return batch[0]
-
-
-def prefetched(dataset: tio.SubjectsDataset, indices: Iterator[int], pool: ThreadPoolExecutor,
-               depth: int) -> Iterator[tio.Subject]:
-    """Subjects in index order, the next `depth` being loaded by the pool's threads meanwhile."""
-    pending: deque[Future] = deque()
-    for index in indices:
-        pending.append(pool.submit(dataset.__getitem__, index))
-        if len(pending) > depth:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 class StoreQueue(tio.Queue):

@@ -1,0 +1,68 @@
+"""`brats train`: train the Res-UNet on the store's labelled cases."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from ..trainer.config import load_config
+from ..trainer.loop import resume_base, run_training
+from .main import reports_errors
+
+
+def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.lower().replace("x", ",").split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give one side (96) or three (96,96,96)") from None
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise click.BadParameter(f"{value!r}: give one side (96) or three (96,96,96)")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+@click.command()
+@click.option("--store", default=None, help="Store to train from.  [default: ./store]")
+@click.option("--out", default=None, help="Folder for best.pt, last.pt, train_log.csv, training_curves.png.  [default: .]")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs.  [default: 100]")
+@click.option("--patches-per-epoch", type=click.IntRange(1), default=None,
+              help="Training patches per epoch, rounded up to whole optimizer steps.  [default: 4096]")
+@click.option("--patch-size", callback=_triple, default=None, help="Patch side(s), multiples of 16.  [default: 96]")
+@click.option("--base-channels", type=click.IntRange(1), default=None,
+              help="Width of the first level; the others follow x2.  [default: 32]")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per step.  [default: 4]")
+@click.option("--accum-steps", type=click.IntRange(1), default=None,
+              help="Steps accumulated per optimizer update.  [default: 8]")
+@click.option("--lr", type=float, default=None, help="AdamW learning rate.  [default: 1e-4]")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision.  [default: on CUDA, off on CPU]")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Case-loading threads; 0 inline.  [default: 2]")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--seed", type=int, default=None, help="Seed of every random choice.  [default: 0]")
+@click.option("--val-fraction", type=float, default=None,
+              help="Last share of the sorted labelled cases held out for validation.  [default: 0.2]")
+@click.option("--split-file", default=None, help='JSON {"train": [ids], "val": [ids]} instead of --val-fraction.')
+@click.option("--val-every", type=click.IntRange(1), default=None, help="Validate every N epochs (and after the last).  [default: 5]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of these options (names as here); options given here override it.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue a run from its checkpoint (last.pt), with its settings.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@reports_errors
+def train(config_file: str | None, resume: str | None, progress: bool, **options: Any) -> None:
+    """Train the 3D Res-UNet on the labelled cases of the store.
+
+    Defaults are the reference design: 96^3 patches (half centred on tumour), encoder
+    32-64-128-256 and bottleneck 512, deep supervision, region Dice on WT/TC/ET, batch 4 x 8
+    accumulated steps, AdamW 1e-4, cosine schedule, 100 epochs. Keeps best.pt (by mean
+    validation Dice) and last.pt (every epoch) in --out.
+    """
+    logging.getLogger("brats.trainer").setLevel(logging.INFO)
+    base = resume_base(resume) if resume else None
+    config = load_config(config_file, options, base)
+    result = run_training(config, resume=resume, progress=progress)
+    click.echo(result.line())

@@ -1,0 +1,103 @@
+"""Sliding-window inference over whole volumes with Gaussian weighting (validation and scoring).
+
+Window placement and weighting follow MONAI's `sliding_window_inference` with
+`mode="gaussian"` (interval int(window·(1 - overlap)), last window flush with the end, sigma
+window/8, weights clamped at 1e-3, volumes smaller than a window zero-padded symmetrically),
+so predictions can be checked against it; windows are batched, run under autocast on GPU,
+and only softmax probabilities are accumulated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    window: tuple[int, int, int] = (96, 96, 96)
+    overlap: float = 0.5
+    batch_windows: int = 2
+    tta: bool = False  # average over the 8 mirrorings of the three axes
+    amp: bool = True  # autocast on CUDA (ignored on CPU)
+
+
+def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Separable Gaussian importance map, 1 at the window centre, clamped to at least 1e-3."""
+    weights = torch.ones((), device=device)
+    for n in window:
+        x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, device=device)
+        g = torch.exp(x**2 / (-2 * (sigma_scale * n) ** 2))
+        weights = weights.unsqueeze(-1) * g
+    return weights.clamp_min(max(float(weights.min()), 1e-3))
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """First voxels of the windows along one axis (size >= window)."""
+    if size == window:
+        return [0]
+    interval = max(int(window * (1 - overlap)), 1)
+    count = next(d for d in range(math.ceil(size / interval)) if d * interval + window >= size) + 1
+    return [min(d * interval, size - window) for d in range(count)]
+
+
+def _mirrorings(tta: bool) -> list[tuple[int, ...]]:
+    if not tta:
+        return [()]
+    return [tuple(a for a, bit in zip((2, 3, 4), (m & 1, m & 2, m & 4)) if bit) for m in range(8)]
+
+
+@torch.no_grad()
+def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: InferenceConfig,
+                                 device: torch.device | str) -> torch.Tensor:
+    """Class probabilities (classes, x, y, z) float32 on `device` for one (channels, x, y, z) volume."""
+    device = torch.device(device)
+    image = image.to(device, non_blocking=True).float()
+    shape = image.shape[1:]
+    pads = [max(w - s, 0) for w, s in zip(config.window, shape)]
+    padding = [v for p in reversed(pads) for v in (p // 2, p - p // 2)]
+    padded = F.pad(image, padding) if any(pads) else image
+    full = padded.shape[1:]
+    weights = gaussian_weights(config.window, device=device)
+    starts = [(a, b, c) for a in window_starts(full[0], config.window[0], config.overlap)
+              for b in window_starts(full[1], config.window[1], config.overlap)
+              for c in window_starts(full[2], config.window[2], config.overlap)]
+    total: torch.Tensor | None = None
+    norm = torch.zeros(full, device=device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+                if config.amp and device.type == "cuda" else nullcontext())
+    for i in range(0, len(starts), config.batch_windows):
+        group = starts[i:i + config.batch_windows]
+        slices = [tuple(slice(s, s + w) for s, w in zip(start, config.window)) for start in group]
+        batch = torch.stack([padded[(slice(None), *sl)] for sl in slices])
+        mirrorings = _mirrorings(config.tta)
+        probs: torch.Tensor | None = None
+        for axes in mirrorings:
+            with autocast:
+                logits = model(batch.flip(axes) if axes else batch)
+            p = torch.softmax(logits.float(), dim=1)
+            p = p.flip(axes) if axes else p
+            probs = p if probs is None else probs + p
+        assert probs is not None
+        probs = probs / len(mirrorings)
+        if total is None:
+            total = torch.zeros((probs.shape[1], *full), device=device)
+        for sl, p in zip(slices, probs):
+            total[(slice(None), *sl)] += p * weights
+            norm[sl] += weights
+    assert total is not None
+    total /= norm
+    crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, shape))
+    return total[(slice(None), *crop)]
+
+
+def predict_labels(model: nn.Module, image: torch.Tensor, config: InferenceConfig,
+                   device: torch.device | str) -> torch.Tensor:
+    """Store labels (x, y, z) uint8 on CPU: the most probable class of each voxel."""
+    return sliding_window_probabilities(model, image, config, device).argmax(0).to(torch.uint8).cpu()

@@ -1,0 +1,115 @@
+"""The training configuration: defaults of the reference design, a TOML file, CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .augment import AugmentConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; saved in every checkpoint.
+
+    An epoch is `patches_per_epoch` training patches (rounded up to whole optimizer steps of
+    batch_size × accum_steps patches; split between DDP processes). Validation runs every
+    `val_every` epochs and after the last one.
+    """
+
+    store: str = "store"
+    out: str = "."
+    epochs: int = 100
+    patches_per_epoch: int = 4096
+    patch_size: tuple[int, int, int] = (96, 96, 96)
+    base_channels: int = 32
+    batch_size: int = 4
+    accum_steps: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    amp: bool | None = None  # None: mixed precision on CUDA, full precision on CPU
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.2
+    split_file: str | None = None
+    val_every: int = 5
+    overlap: float = 0.5
+    tumour_fraction: float = 0.5
+    samples_per_volume: int = 8
+    queue_length: int = 64
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "patches_per_epoch", "base_channels", "batch_size", "accum_steps", "val_every",
+                    "samples_per_volume", "queue_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if len(self.patch_size) != 3 or any(s % 16 or s < 16 for s in self.patch_size):
+            raise ConfigError(f"patch-size must be three multiples of 16 (four 2x downsamplings), not {self.patch_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val-fraction must lie in [0, 1), not {self.val_fraction}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must lie in [0, 1), not {self.overlap}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 or more, not {self.workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists for tuples), as saved in checkpoints and JSON."""
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _typed(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{where}: unknown option {key!r}")
+        if name == "augment":
+            out[name] = AugmentConfig(**_typed(AugmentConfig, dict(value), f"{where} [augment]"))
+        elif isinstance(value, list):
+            out[name] = tuple(value)
+        else:
+            out[name] = value
+    return out
+
+
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, where: str = "config") -> TrainConfig:
+    """A config with `values` (names with - or _) replacing those of `base` (the defaults)."""
+    try:
+        return dataclasses.replace(base or TrainConfig(), **_typed(TrainConfig, values, where))
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """`base` (the defaults), then the TOML file (if any), then the options given on the command line."""
+    config = base or TrainConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        config = config_from_dict(data, config, str(path))
+    return config_from_dict({k: v for k, v in overrides.items() if v is not None}, config, "options")

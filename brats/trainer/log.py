@@ -1,0 +1,50 @@
+"""The per-epoch training log: CSV and the PNG of the training curves."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+LOG_COLUMNS = ["epoch", "train_loss", "dice_wt", "dice_tc", "dice_et", "dice_mean", "lr", "patches_per_s",
+               "data_wait", "peak_gpu_mib", "seconds"]
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the whole CSV (atomic rename) from the history kept in the checkpoint."""
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    _replace(path, write)
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Training loss and validation Dice (WT, TC, ET, mean) against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in rows]
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker=".")
+    ax_loss.set(xlabel="epoch", ylabel="training loss (deep-supervised region Dice)", title="Loss")
+    validated = [r for r in rows if r.get("dice_mean") not in (None, "")]
+    for key, name in (("dice_wt", "WT"), ("dice_tc", "TC"), ("dice_et", "ET"), ("dice_mean", "mean")):
+        ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name)
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="Validation Dice")
+    ax_dice.legend(loc="lower right")
+    for ax in (ax_loss, ax_dice):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _replace(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

@@ -1,0 +1,285 @@
+"""`brats train`: the training run (epochs of accumulated mixed-precision steps, validation, checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import CheckpointError
+from ..inference import InferenceConfig, predict_labels
+from ..metrics import REGIONS, region_dice
+from ..store.reader import read_store_attrs
+from . import distributed
+from .augment import BatchAugmenter
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_from_dict
+from .log import plot_curves, write_log
+from .loss import deep_supervision_loss
+from .model import ModelConfig, ResUNet
+from .seeds import AUGMENT, INIT, derive_seed
+from .split import Split, split_cases
+from .stream import PatchStream, StreamConfig
+from .volumes import iterate_volumes
+
+log = logging.getLogger(__name__)
+
+BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
+# Options that may differ between a checkpoint and the run resuming it (they do not change the result).
+RESUMABLE = {"epochs", "out", "workers", "device", "val_every"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs_run: int
+    last_epoch: int
+    best_dice: float | None
+    best_epoch: int | None
+    out: Path
+
+    def line(self) -> str:
+        best = (f"best mean validation Dice {self.best_dice:.4f} at epoch {self.best_epoch}"
+                if self.best_dice is not None else "no validation")
+        return (f"trained {self.epochs_run} epoch(s), now at epoch {self.last_epoch}; {best}; "
+                f"wrote {BEST}, {LAST}, {LOG_CSV}, {CURVES} in {self.out}")
+
+
+def model_config(config: TrainConfig) -> ModelConfig:
+    return ModelConfig(base_channels=config.base_channels)
+
+
+def precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, use a grad scaler): fp16 + scaler on CUDA GPUs without bf16,
+    bf16 where supported (same speed, no overflow), full precision on CPU unless asked."""
+    amp = config.amp if config.amp is not None else device.type == "cuda"
+    if not amp:
+        return None, False
+    if device.type == "cuda":
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    return torch.bfloat16, False
+
+
+def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> None:
+    """Refuse to resume a checkpoint under settings that would change the run."""
+    saved = config_from_dict(state["config"], where=path).to_dict()
+    conflicts = [k for k, v in config.to_dict().items() if k not in RESUMABLE and saved[k] != v]
+    if conflicts:
+        raise CheckpointError(f"{path}: was trained with other settings ({', '.join(conflicts)}); "
+                              "resume with the checkpoint's settings or start a new run")
+
+
+def resume_base(path: str | Path) -> TrainConfig:
+    """The config a checkpoint was trained with (the base for options given when resuming)."""
+    return config_from_dict(load_checkpoint(path)["config"], where=str(path))
+
+
+class Trainer:
+    """State of one run: model, optimiser, schedule, scaler, augmenter, history."""
+
+    def __init__(self, config: TrainConfig, runtime: distributed.Runtime, split: Split) -> None:
+        self.config, self.runtime, self.split = config, runtime, split
+        device = runtime.device
+        torch.manual_seed(derive_seed(INIT, config.seed))
+        self.model = ResUNet(model_config(config)).to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
+        self.amp_dtype, scaled = precision(config, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.augmenter = BatchAugmenter(config.augment, derive_seed(AUGMENT, config.seed, runtime.rank), device)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.best: tuple[float, int] | None = None
+        self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                    if runtime.distributed else self.model)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(), "model_config": asdict(model_config(self.config)),
+            "split": {"train": self.split.train, "val": self.split.val},
+            "store": str(Path(self.config.store).resolve()), "store_params": read_store_attrs(self.config.store),
+            "epoch": self.epoch, "history": self.history,
+            "best": list(self.best) if self.best else None,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "augmenter": self.augmenter.state_dict(), "torch_rng": torch.get_rng_state(),
+            "world_size": self.runtime.world_size, "brats_version": __version__,
+        }
+
+    def restore(self, state: dict[str, Any], path: str) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if state.get("world_size", 1) == self.runtime.world_size:
+                self.augmenter.load_state_dict(state["augmenter"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"{path}: does not fit this model ({str(error).splitlines()[0][:160]})") from None
+        self.scheduler.T_max = self.config.epochs
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def train_epoch(self, stream: PatchStream, progress: bool) -> dict[str, float]:
+        cfg, device = self.config, self.runtime.device
+        per_step = cfg.batch_size * cfg.accum_steps
+        steps = math.ceil(cfg.patches_per_epoch / self.runtime.world_size / per_step)
+        micro = steps * cfg.accum_steps
+        self.net.train()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        losses, waited, start = [], 0.0, time.perf_counter()
+        batches = stream.batches(self.epoch, micro)
+        bar = tqdm(total=micro, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not (progress and self.runtime.main))
+        self.optimizer.zero_grad(set_to_none=True)
+        for i in range(micro):
+            t = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - t
+            image = batch.image.to(device, non_blocking=True).float()
+            label = batch.label.to(device, non_blocking=True).long()
+            image, label = self.augmenter(image, label)
+            update = (i + 1) % cfg.accum_steps == 0
+            sync = self.net.no_sync() if self.runtime.distributed and not update else nullcontext()
+            with sync:
+                with autocast:
+                    outputs = self.net(image)
+                loss = deep_supervision_loss(outputs, label) / cfg.accum_steps
+                self.scaler.scale(loss).backward()
+            if update:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()) * cfg.accum_steps)
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+        batches.close()
+        seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        return {"train_loss": distributed.mean_across(self.runtime, sum(losses) / len(losses)),
+                "patches_per_s": micro * cfg.batch_size * self.runtime.world_size / seconds,
+                "data_wait": waited / seconds, "peak_gpu_mib": peak, "seconds": seconds}
+
+    def validate(self, progress: bool) -> dict[str, float]:
+        """Mean Dice per region over the validation cases (sliding window on whole cases)."""
+        cfg = self.config
+        inference = InferenceConfig(window=cfg.patch_size, overlap=cfg.overlap, amp=self.amp_dtype is not None)
+        self.model.eval()
+        scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+        volumes = iterate_volumes(cfg.store, self.split.val, workers=1 if cfg.workers else 0)
+        for volume in tqdm(volumes, total=len(self.split.val), desc="validation", unit="case", leave=False,
+                           disable=not progress):
+            prediction = predict_labels(self.model, volume.image, inference, self.runtime.device)
+            for region, value in region_dice(prediction.numpy(), volume.label.numpy()).items():
+                scores[region].append(value)
+        self.model.train()
+        out = {f"dice_{r}": sum(v) / len(v) for r, v in scores.items()}
+        out["dice_mean"] = sum(out.values()) / len(REGIONS)
+        return out
+
+
+def _stream_config(config: TrainConfig) -> StreamConfig:
+    return StreamConfig(patch_size=config.patch_size, tumour_fraction=config.tumour_fraction,
+                        samples_per_volume=config.samples_per_volume, queue_length=config.queue_length,
+                        batch_size=config.batch_size, workers=config.workers)
+
+
+def run_training(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
+                 stop_after: int | None = None) -> TrainResult:
+    """Train from `config.store` into `config.out`; with `resume`, continue that checkpoint exactly.
+
+    `stop_after` ends this call after that epoch (a time-boxed job); resuming finishes the run
+    exactly as if it had not stopped.
+    """
+    state = load_checkpoint(resume) if resume else None
+    if state is not None:
+        check_resumable(state, config, str(resume))
+    runtime = distributed.start(config.device)
+    try:
+        if state is not None:
+            split = Split(list(state["split"]["train"]), list(state["split"]["val"]))
+            if read_store_attrs(config.store) != state["store_params"]:
+                raise CheckpointError(f"{resume}: was trained on a store preprocessed differently from {config.store}")
+        else:
+            split = split_cases(config.store, config.val_fraction, config.split_file)
+        trainer = Trainer(config, runtime, split)
+        if state is not None:
+            trainer.restore(state, str(resume))
+        return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
+    finally:
+        distributed.stop(runtime)
+
+
+def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
+    config, runtime = trainer.config, trainer.runtime
+    out = Path(config.out)
+    if runtime.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_JSON).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        log.info("training on %d cases, validating on %d; %s on %s%s", len(trainer.split.train),
+                 len(trainer.split.val), "AMP " + str(trainer.amp_dtype).removeprefix("torch.")
+                 if trainer.amp_dtype else "full precision", runtime.device,
+                 f" x {runtime.world_size} processes" if runtime.distributed else "")
+    first = trainer.epoch
+    stream = PatchStream(config.store, trainer.split.train, _stream_config(config), seed=config.seed,
+                         rank=runtime.rank, world_size=runtime.world_size,
+                         pin_memory=runtime.device.type == "cuda")
+    with stream:
+        while trainer.epoch < until:
+            row: dict[str, Any] = {"epoch": trainer.epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"]}
+            row.update(trainer.train_epoch(stream, progress))
+            trainer.scheduler.step()
+            trainer.epoch += 1
+            due = trainer.split.val and (trainer.epoch % config.val_every == 0 or trainer.epoch == config.epochs)
+            if due and runtime.main:
+                row.update(trainer.validate(progress))
+            distributed.barrier(runtime)
+            trainer.history.append(row)
+            improved = _improved(trainer, row)
+            if runtime.main:
+                _save(trainer, out, improved)
+                log.info(_summary(row, config.epochs))
+    best = trainer.best
+    return TrainResult(trainer.epoch - first, trainer.epoch, best[0] if best and trainer.split.val else None,
+                       best[1] if best and trainer.split.val else None, out)
+
+
+def _improved(trainer: Trainer, row: dict[str, Any]) -> bool:
+    """Best by mean validation Dice; without validation cases, by lowest training loss."""
+    score = row.get("dice_mean") if trainer.split.val else -row["train_loss"]
+    if score is None or (trainer.best is not None and score <= trainer.best[0]):
+        return False
+    trainer.best = (float(score), trainer.epoch)
+    return True
+
+
+def _save(trainer: Trainer, out: Path, improved: bool) -> None:
+    state = trainer.state()
+    save_checkpoint(out / LAST, state)
+    if improved:
+        save_checkpoint(out / BEST, state)
+    write_log(out / LOG_CSV, trainer.history)
+    plot_curves(out / CURVES, trainer.history)
+
+
+def _summary(row: dict[str, Any], epochs: int) -> str:
+    dice = (f"Dice WT {row['dice_wt']:.3f} TC {row['dice_tc']:.3f} ET {row['dice_et']:.3f} mean {row['dice_mean']:.3f}"
+            if "dice_mean" in row else "no validation")
+    gpu = f", peak GPU {row['peak_gpu_mib']:.0f} MiB" if row.get("peak_gpu_mib") is not None else ""
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, {dice}, lr {row['lr']:.2e}, "
+            f"{row['patches_per_s']:.1f} patches/s, data wait {100 * row['data_wait']:.1f}%{gpu}")

@@ -1,0 +1,200 @@
+"""brats train: the model, the loss, accumulation, resume, learning, errors, DDP on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from brats.errors import CheckpointError, ConfigError, StoreError
+from brats.trainer.checkpoint import load_checkpoint
+from brats.trainer.config import TrainConfig, load_config
+from brats.trainer.loop import run_training
+from brats.trainer.loss import deep_supervision_loss, region_targets, soft_dice_loss
+from brats.trainer.model import ModelConfig, ResUNet, parameter_count
+
+from .conftest import brain_arrays, ingest_cases
+
+
+def tiny(store, out, **changes) -> TrainConfig:
+    """A configuration small enough for CPU tests; everything else is the real path."""
+    base = dict(store=str(store), out=str(out), epochs=2, patches_per_epoch=16, patch_size=(32, 32, 32),
+                base_channels=4, batch_size=2, accum_steps=2, lr=3e-3, val_every=1, workers=1)
+    return TrainConfig(**{**base, **changes})
+
+
+def test_model_shapes_and_deep_supervision():
+    model = ResUNet(ModelConfig(base_channels=4))
+    outputs = model(torch.randn(2, 4, 32, 32, 32))
+    assert [tuple(o.shape) for o in outputs] == [(2, 4, 32, 32, 32), (2, 4, 16, 16, 16), (2, 4, 8, 8, 8)]
+    model.eval()
+    assert model(torch.randn(1, 4, 32, 48, 16)).shape == (1, 4, 32, 48, 16)
+    full = ResUNet()
+    assert full.config.widths == [32, 64, 128, 256, 512]
+    assert 22e6 < parameter_count(full) < 24e6  # the reference design's ~23 M
+
+
+def test_loss_is_zero_for_a_perfect_prediction_and_behaves_on_empty_regions():
+    label = torch.zeros((2, 8, 8, 8), dtype=torch.long)
+    label[0, 2:6, 2:6, 2:6] = 2
+    label[0, 3:5, 3:5, 3:5] = 3  # sample 1 has no tumour at all
+    targets = region_targets(label)
+    assert float(soft_dice_loss(targets, targets)) == 0.0
+    assert float(soft_dice_loss(torch.zeros_like(targets), torch.zeros_like(targets))) == 0.0
+    false_positive = targets.clone()
+    false_positive[1, :, 0, 0, 0] = 1.0  # one voxel predicted where sample 1 has nothing
+    assert 0.0 < float(soft_dice_loss(false_positive, targets)) < 0.5
+    assert float(soft_dice_loss(1 - targets, targets)) > 0.5
+    logits = torch.nn.functional.one_hot(label, 4).permute(0, 4, 1, 2, 3).float() * 50
+    outputs = [logits, logits[..., ::2, ::2, ::2], logits[..., ::4, ::4, ::4]]
+    assert float(deep_supervision_loss(outputs, label)) < 1e-6
+    assert float(deep_supervision_loss([torch.zeros_like(o) for o in outputs], label)) > 0.5
+
+
+def test_gradient_accumulation_equals_the_large_batch():
+    torch.manual_seed(0)
+    model = ResUNet(ModelConfig(base_channels=4))
+    image = torch.randn(8, 4, 32, 32, 32)
+    label = torch.randint(0, 4, (8, 32, 32, 32))
+    deep_supervision_loss(model(image), label).backward()
+    big = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    for chunk in range(4):
+        part = slice(2 * chunk, 2 * chunk + 2)
+        (deep_supervision_loss(model(image[part]), label[part]) / 4).backward()
+    for g_big, p in zip(big, model.parameters()):
+        torch.testing.assert_close(p.grad, g_big, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_continues_bit_for_bit(tiny_store, tmp_path):
+    straight = run_training(tiny(tiny_store, tmp_path / "a", epochs=2), progress=False)
+    assert straight.last_epoch == 2
+    run_training(tiny(tiny_store, tmp_path / "b", epochs=2), progress=False, stop_after=1)
+    resumed = run_training(tiny(tiny_store, tmp_path / "b", epochs=2), resume=tmp_path / "b" / "last.pt",
+                           progress=False)
+    assert resumed.epochs_run == 1 and resumed.last_epoch == 2
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+def test_outputs_log_and_checkpoint_contents(tiny_store, tmp_path):
+    result = run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=2), progress=False)
+    assert result.best_epoch == 2 and 0.0 <= result.best_dice <= 1.0
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2]
+    assert pd.isna(log.loc[0, "dice_mean"]) and not pd.isna(log.loc[1, "dice_wt"])
+    assert (log["patches_per_s"] > 0).all() and log["data_wait"].between(0, 1).all()
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    state = load_checkpoint(tmp_path / "best.pt")
+    assert state["config"]["patch_size"] == [32, 32, 32] and state["model_config"]["base_channels"] == 4
+    assert state["split"]["val"] == ["BraTS2021_00003"] and len(state["split"]["train"]) == 3
+    assert json.loads((tmp_path / "train_config.json").read_text())["epochs"] == 2
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary checkpoint left behind"
+
+
+def test_tiny_model_learns_the_synthetic_data(tiny_store, tmp_path):
+    config = tiny(tiny_store, tmp_path, epochs=5, patches_per_epoch=64, base_channels=8, accum_steps=1, lr=1e-2)
+    run_training(config, progress=False)
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert log["dice_wt"].max() >= 0.8, log.to_string()
+    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+
+
+def test_case_without_tumour_trains(tmp_path):
+    mods, seg = brain_arrays(seed=1)
+    empty = seg * 0
+    store = ingest_cases(tmp_path, {"a": (mods, seg), "b": (brain_arrays(seed=2)[0], empty),
+                                    "c": (brain_arrays(seed=3)[0], seg)})
+    result = run_training(tiny(store, tmp_path / "out", epochs=1, val_fraction=0.34), progress=False)
+    assert result.last_epoch == 1
+
+
+def test_clear_errors(tiny_store, tmp_path):
+    with pytest.raises(StoreError, match="no case|not a brats store"):
+        run_training(tiny(tmp_path / "nothing", tmp_path / "o"), progress=False)
+    mods, _ = brain_arrays()
+    unlabelled = ingest_cases(tmp_path / "u", {"x": (mods, None)})
+    with pytest.raises(StoreError, match="none of its 1 cases has a segmentation"):
+        run_training(tiny(unlabelled, tmp_path / "o"), progress=False)
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        tiny(tiny_store, tmp_path, patch_size=(20, 20, 20))
+    run_training(tiny(tiny_store, tmp_path / "r", epochs=1, val_fraction=0.0), progress=False)
+    with pytest.raises(CheckpointError, match="other settings \\(base_channels\\)"):
+        run_training(tiny(tiny_store, tmp_path / "r", base_channels=8, val_fraction=0.0),
+                     resume=tmp_path / "r" / "last.pt", progress=False)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        run_training(tiny(tiny_store, tmp_path / "r"), resume=tmp_path / "missing.pt", progress=False)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    with bad.open("wb") as f:
+        pickle.dump({"format": "brats-checkpoint", "version": 1, "x": Payload()}, f)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(bad)
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_toml_config_and_cli_overrides(tmp_path):
+    toml = tmp_path / "train.toml"
+    toml.write_text('epochs = 3\npatch-size = [32, 32, 32]\nbase_channels = 8\n[augment]\nflip_prob = 0.0\n')
+    config = load_config(toml, {"epochs": 5, "lr": None})
+    assert (config.epochs, config.patch_size, config.base_channels, config.augment.flip_prob) == (5, (32, 32, 32), 8, 0.0)
+    toml.write_text("epoch = 3\n")
+    with pytest.raises(ConfigError, match="unknown option 'epoch'"):
+        load_config(toml, {})
+
+
+def test_cli_defaults_to_store_and_working_directory(tiny_store, tmp_path):
+    shutil.copytree(tiny_store, tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "brats", "train", "--epochs", "1", "--patches-per-epoch", "8",
+                           "--patch-size", "32", "--base-channels", "4", "--batch-size", "2", "--accum-steps", "2",
+                           "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1: loss" in proc.stderr and "wrote best.pt, last.pt" in proc.stdout
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+    proc = subprocess.run([sys.executable, "-m", "brats", "train", "--store", "nowhere", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and proc.stderr.strip().count("\n") == 0 and "nowhere" in proc.stderr
+
+
+def test_ddp_on_cpu_with_gloo(tiny_store, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to this python")
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
+                           "--store", str(tiny_store), "--out", str(tmp_path), "--epochs", "2",
+                           "--patches-per-epoch", "16", "--patch-size", "32", "--base-channels", "4",
+                           "--batch-size", "2", "--accum-steps", "2", "--val-every", "1", "--device", "cpu",
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 2
+    assert "x 2 processes" in proc.stderr
+    resumed = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
+                              "--resume", str(tmp_path / "last.pt"), "--epochs", "3", "--no-progress"],
+                             env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
