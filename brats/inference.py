@@ -29,7 +29,7 @@ class InferenceConfig:
 
 
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Separable Gaussian importance map, 1 at the window centre, clamped to at least 1e-3."""
+    """Separable Gaussian importance map (sigma window/8, peak 1 at the centre), clamped to at least 1e-3."""
     weights = torch.ones((), device=device)
     for n in window:
         x = torch.arange(-(n - 1) / 2.0, (n - 1) / 2.0 + 1, device=device)

@@ -48,12 +48,14 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from .ingest import ingest
+    from .score import score
     from .synth import synth
     from .train import train
 
     cli.add_command(synth)
     cli.add_command(ingest)
     cli.add_command(train)
+    cli.add_command(score)
 
 
 _register()

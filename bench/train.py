@@ -1,0 +1,68 @@
+"""Training throughput and peak memory of the full default model, through the real training loop.
+
+Runs `run_training` for one epoch of --steps optimizer steps (no validation) on a store of the
+real samples (or full-size synthetic cases), with the reference design's defaults: Res-UNet
+32-64-128-256/512, 96^3 patches, batch 4, AMP on CUDA. Prints patches/s, the share of time the
+loop waited for data, and peak GPU memory (torch.cuda.max_memory_allocated) or, on CPU, the
+peak resident memory of the process.
+
+    python bench/train.py [--raw DIR] [--steps 20] [--accum 8] [--device auto] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, raw_dataset  # noqa: E402
+
+from brats.pipeline.ingest import run_ingest  # noqa: E402
+from brats.trainer.config import TrainConfig  # noqa: E402
+from brats.trainer.loop import run_training  # noqa: E402
+from brats.trainer.model import ResUNet, parameter_count  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw", default=None)
+    parser.add_argument("--store", default=None, help="an existing store (skips ingest)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--accum", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=96)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    print(f"Machine: {machine()}; torch {torch.__version__}")
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(args.store) if args.store else Path(tmp) / "store"
+        if not args.store:
+            run_ingest(raw_dataset(args.raw, Path(tmp)), store, workers=0, progress=False)
+        patches = args.steps * args.accum * args.batch
+        config = TrainConfig(store=str(store), out=str(Path(tmp) / "out"), epochs=1, patches_per_epoch=patches,
+                             patch_size=(args.patch,) * 3, batch_size=args.batch, accum_steps=args.accum,
+                             device=args.device, val_fraction=0.0, workers=args.workers)
+        run_training(config, progress=False)
+        row = pd.read_csv(Path(config.out) / "train_log.csv").iloc[-1]
+    params = parameter_count(ResUNet())
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = f"{row['peak_gpu_mib']:.0f} MiB" if not pd.isna(row["peak_gpu_mib"]) else "n/a (CPU)"
+    print(f"model: {params / 1e6:.1f} M parameters; {args.steps} steps of {args.accum} x {args.batch} patches of {args.patch}^3")
+    print(f"| device | patches/s | data wait | peak GPU memory | peak RSS |")
+    print(f"|---|---|---|---|---|")
+    print(f"| {config.device} | {row['patches_per_s']:.2f} | {100 * row['data_wait']:.1f}% | {gpu} | {peak_rss:.0f} MiB |")
+
+
+if __name__ == "__main__":
+    main()

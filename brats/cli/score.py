@@ -1,0 +1,41 @@
+"""`brats score`: score a checkpoint (or existing segmentations) and write the BraTS-layout CSV."""
+
+from __future__ import annotations
+
+import click
+
+from ..scoring.report import summary_text
+from ..scoring.run import ScoreConfig, run_scoring
+from .main import reports_errors
+
+
+@click.command()
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="Checkpoint to predict with (best.pt).")
+@click.option("--store", default=None, help="Store of the cases.  [default: the checkpoint's store]")
+@click.option("--cases", default="val", show_default=True,
+              help="Store cases to predict: val (the checkpoint's validation cases), all, or a file of ids.")
+@click.option("--raw", type=click.Path(file_okay=False), default=None,
+              help="Score raw BraTS NIfTI cases instead (validated and preprocessed as by ingest).")
+@click.option("--pred", type=click.Path(file_okay=False), default=None,
+              help="Score the <case_id>.nii.gz segmentations in DIR (no model) against --raw or --store.")
+@click.option("--out", default="final_scores.csv", show_default=True, help="CSV report; the plot goes next to it (.png).")
+@click.option("--overlap", type=float, default=0.5, show_default=True, help="Sliding-window overlap.")
+@click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--save-predictions", type=click.Path(file_okay=False), default=None,
+              help="Write <case_id>.nii.gz segmentations in the raw geometry and label convention here.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@reports_errors
+def score(progress: bool, **options: object) -> None:
+    """Predict whole volumes by sliding window and score Dice, HD95, sensitivity, specificity
+    and volumes per region (WT, TC, ET), with BraTS legacy rules for empty masks.
+
+    \b
+    brats score --ckpt best.pt                  validation cases of the checkpoint's store
+    brats score --ckpt best.pt --raw DIR        raw cases, preprocessed on the fly
+    brats score --pred DIR --raw DIR            other tools' segmentations, no model
+    """
+    result = run_scoring(ScoreConfig(**options), progress=progress)  # type: ignore[arg-type]
+    if result.scored:
+        click.echo(summary_text(result.table))
+    click.echo(result.line())

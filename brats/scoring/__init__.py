@@ -1,0 +1,1 @@
+"""`brats score`: sliding-window prediction, BraTS metrics per case, the CSV report, exports."""

@@ -1,0 +1,116 @@
+"""Cases to score, from the store or straight from raw NIfTI, read one ahead of their use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DiscoveryError, InvalidCaseError, StoreError
+from ..pipeline.discovery import RawCase, discover_cases
+from ..pipeline.preprocess import preprocess_case, uncrop
+from ..pipeline.validation import load_case
+from ..store.reader import list_case_ids, open_case
+from ..trainer.prefetch import prefetched
+from ..trainer.volumes import StoreVolumes
+
+
+@dataclass
+class ScoreCase:
+    """One case: the cropped image (None when only a prediction file is scored), the reference
+    in store labels over the crop (None without a seg), and what undoes the crop."""
+
+    case_id: str
+    image: torch.Tensor | None
+    reference: np.ndarray | None
+    crop_box: tuple[tuple[int, int], ...]
+    original_shape: tuple[int, int, int]
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    convention: str
+
+    def reference_original(self) -> np.ndarray | None:
+        """The reference in the original (raw file) geometry."""
+        if self.reference is None:
+            return None
+        return uncrop(self.reference, self.crop_box, self.original_shape)
+
+
+def _from_record(case_id: str, image: torch.Tensor | None, reference: np.ndarray | None,
+                 record: dict[str, Any]) -> ScoreCase:
+    return ScoreCase(case_id, image, reference, tuple(tuple(b) for b in record["crop_box"]),
+                     tuple(record["original_shape"]), np.asarray(record["affine"], dtype=np.float64),
+                     tuple(record["spacing"]), record["convention"])
+
+
+def select_store_cases(store: str | Path, which: str, validation: list[str]) -> list[str]:
+    """`val` (the checkpoint's validation cases), `all`, or a file of case ids (one per line)."""
+    present = list_case_ids(Path(store))
+    if not present:
+        raise StoreError(f"{store}: not a brats store or holds no case")
+    if which == "val":
+        ids = list(validation)
+        if not ids:
+            raise StoreError("the checkpoint has no validation cases; use --cases all or a file of ids")
+    elif which == "all":
+        ids = present
+    else:
+        try:
+            ids = [line.strip() for line in Path(which).read_text().splitlines() if line.strip()]
+        except OSError as error:
+            raise StoreError(f"{which}: cannot read the list of cases ({error.strerror})") from None
+    missing = sorted(set(ids) - set(present))
+    if missing:
+        raise StoreError(f"{store}: lacks {len(missing)} of the cases to score: {', '.join(missing[:5])}")
+    return ids
+
+
+def store_cases(store: str | Path, case_ids: list[str], with_image: bool = True) -> Iterator[ScoreCase]:
+    """Store cases in order, the next one read by a thread while this one is used."""
+    if not with_image:
+        for case_id in case_ids:
+            case = open_case(store, case_id)
+            yield _from_record(case_id, None, case.label[...] if case.label is not None else None, case.record)
+        return
+    volumes = StoreVolumes(store, case_ids)
+    with ThreadPoolExecutor(1, thread_name_prefix="brats-score-read") as pool:
+        for volume in prefetched(volumes, range(len(volumes)), pool, depth=1):
+            label = volume.label.numpy() if volume.label is not None else None
+            yield _from_record(volume.case_id, volume.image, label, volume.record)
+
+
+def raw_case_list(raw_dir: str | Path) -> list[RawCase]:
+    """The raw cases, refusing the run at the first unusable one (named with its problem)."""
+    cases = discover_cases(raw_dir)
+    for case in cases:
+        if case.problem:
+            raise InvalidCaseError(case.problem_file or case.folder, case.problem)
+    if not cases:
+        raise DiscoveryError(f"{raw_dir}: no BraTS case found")
+    return cases
+
+
+def _load_raw(case: RawCase) -> ScoreCase:
+    loaded = load_case(case)
+    pre = preprocess_case(loaded)
+    return ScoreCase(case.case_id, torch.from_numpy(pre.image), pre.label, pre.crop_box, pre.original_shape,
+                     loaded.affine, loaded.spacing, loaded.convention.name)
+
+
+class _RawCases:
+    def __init__(self, cases: list[RawCase]) -> None:
+        self.cases = cases
+
+    def __getitem__(self, index: int) -> ScoreCase:
+        return _load_raw(self.cases[index])
+
+
+def raw_cases(cases: list[RawCase]) -> Iterator[ScoreCase]:
+    """Raw cases validated and preprocessed by the ingest code, one ahead, in order."""
+    with ThreadPoolExecutor(1, thread_name_prefix="brats-score-read") as pool:
+        yield from prefetched(_RawCases(cases), range(len(cases)), pool, depth=1)

@@ -1,0 +1,172 @@
+"""brats score: metrics and their empty-mask rules, MONAI agreement, exports, --pred, --raw, errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+
+from brats.errors import CheckpointError, ConfigError, InvalidCaseError, StoreError
+from brats.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
+from brats.metrics import EMPTY_HD95, dice, hd95, region_metrics
+from brats.pipeline.discovery import discover_cases
+from brats.scoring.cases import raw_case_list, raw_cases, store_cases
+from brats.scoring.exports import save_prediction
+from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
+from brats.scoring.run import ScoreConfig, run_scoring
+from brats.store.reader import list_case_ids
+from brats.trainer.config import TrainConfig
+from brats.trainer.loop import run_training
+from brats.trainer.model import ModelConfig, ResUNet
+
+from .conftest import brain_arrays, write_case
+
+
+def cube(shape=(20, 20, 20), lo=5, hi=10, shift=(0, 0, 0)):
+    m = np.zeros(shape, bool)
+    m[lo + shift[0]:hi + shift[0], lo + shift[1]:hi + shift[1], lo + shift[2]:hi + shift[2]] = True
+    return m
+
+
+def test_metrics_on_hand_made_masks():
+    a, b = cube(), cube(shift=(2, 0, 0))
+    assert dice(a, a) == 1.0 and hd95(a, a) == 0.0
+    assert dice(a, b) == pytest.approx(2 * 75 / 250)
+    assert hd95(a, b) == pytest.approx(2.0)
+    assert hd95(a, b, spacing=(2.0, 1.0, 1.0)) == pytest.approx(4.0)
+    empty = np.zeros_like(a)
+    assert (dice(empty, empty), hd95(empty, empty)) == (1.0, 0.0)
+    assert (dice(a, empty), hd95(a, empty)) == (0.0, EMPTY_HD95)
+    assert (dice(empty, a), hd95(empty, a)) == (0.0, EMPTY_HD95)
+
+
+def test_region_metrics_follow_nested_regions_and_empty_rules():
+    ref = np.zeros((10, 10, 10), np.uint8)
+    ref[2:6, 2:6, 2:6] = 2
+    ref[3:5, 3:5, 3:5] = 1  # no enhancing tumour in the reference
+    pred = ref.copy()
+    m = region_metrics(pred, ref, (1.0, 1.0, 1.0), total_voxels=2000)
+    assert (m["dice_wt"], m["dice_tc"], m["dice_et"], m["hd95_et"]) == (1.0, 1.0, 1.0, 0.0)
+    assert m["sens_et"] == 1.0 and m["spec_wt"] == 1.0 and m["ref_vol_wt"] == 64.0
+    pred[3, 3, 3] = 3  # one enhancing voxel predicted where the reference has none: TC still right
+    m = region_metrics(pred, ref, (1.0, 1.0, 1.0), total_voxels=2000)
+    assert (m["dice_et"], m["hd95_et"]) == (0.0, EMPTY_HD95)
+    assert m["dice_tc"] == 1.0 and m["spec_et"] == pytest.approx(1 - 1 / 2000)
+    pred[pred > 0] = 0
+    m = region_metrics(pred, ref, (1.0, 1.0, 1.0))
+    assert (m["dice_wt"], m["sens_wt"], m["pred_vol_wt"]) == (0.0, 0.0, 0.0)
+
+
+def blobs(seed, shape=(32, 28, 24), threshold=0.6):
+    rng = np.random.default_rng(seed)
+    smooth = ndimage.gaussian_filter(rng.random(shape), 2.5)
+    return smooth > np.quantile(smooth, threshold)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_dice_and_hd95_agree_with_monai():
+    monai = pytest.importorskip("monai.metrics")
+    for seed in range(6):
+        p, r = blobs(seed), blobs(seed + 100, threshold=0.55 + 0.05 * (seed % 3))
+        spacing = (1.0, 1.5, 2.0) if seed % 2 else (1.0, 1.0, 1.0)
+        as_tensor = lambda m: torch.from_numpy(m[None, None].astype(np.float32))
+        monai_dice = monai.DiceMetric(include_background=True)(as_tensor(p), as_tensor(r)).item()
+        monai_hd = monai.HausdorffDistanceMetric(percentile=95)(as_tensor(p), as_tensor(r), spacing=spacing).item()
+        assert dice(p, r) == pytest.approx(monai_dice, abs=1e-6)
+        assert hd95(p, r, spacing) == pytest.approx(monai_hd, abs=1e-4)
+
+
+def test_sliding_window_matches_monai():
+    inferers = pytest.importorskip("monai.inferers")
+    torch.manual_seed(0)
+    model = ResUNet(ModelConfig(base_channels=4)).eval()
+    image = torch.randn(4, 40, 37, 20)  # one axis smaller than the window: padded
+    config = InferenceConfig(window=(32, 32, 32), overlap=0.5, batch_windows=3, amp=False)
+    ours = sliding_window_probabilities(model, image, config, "cpu")
+    with torch.no_grad():
+        theirs = inferers.sliding_window_inference(image[None], (32, 32, 32), 3, lambda x: torch.softmax(model(x), 1),
+                                                   overlap=0.5, mode="gaussian", sigma_scale=0.125)[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert torch.equal(ours.argmax(0), theirs.argmax(0))
+    assert float(gaussian_weights((33, 33, 33)).max()) == 1.0  # 1 at the centre voxel of an odd window
+    tta = sliding_window_probabilities(model, image, InferenceConfig(window=(32, 32, 32), tta=True, amp=False), "cpu")
+    torch.testing.assert_close(tta.sum(0), torch.ones(40, 37, 20))
+
+
+@pytest.mark.parametrize("naming", ["2021", "2023"])
+def test_exported_predictions_round_trip_to_the_raw_geometry(tmp_path, naming):
+    mods, seg = brain_arrays()
+    if naming == "2023":
+        seg[seg == 4] = 3
+    affine = np.array([[-1.0, 0, 0, 90], [0, -1.0, 0, 120], [0, 0, 1.0, -70], [0, 0, 0, 1]])
+    write_case(tmp_path / "raw" / "c1", "c1", mods, seg, naming=naming, affine=affine)
+    case = next(raw_cases(raw_case_list(tmp_path / "raw")))
+    path = save_prediction(tmp_path / "pred", case, case.reference)
+    saved = nib.load(path)
+    raw_seg = nib.load(discover_cases(tmp_path / "raw")[0].files["seg"])
+    assert np.array_equal(np.asarray(saved.dataobj), np.asarray(raw_seg.dataobj))
+    assert np.allclose(saved.affine, raw_seg.affine) and saved.get_data_dtype() == np.uint8
+
+
+def test_realdata_exports_round_trip(realdata, tmp_path):
+    labelled = [c for c in raw_case_list(realdata) if c.labelled][:2]
+    for case in raw_cases(labelled):
+        path = save_prediction(tmp_path, case, case.reference)
+        raw = next(c for c in labelled if c.case_id == case.case_id)
+        assert np.array_equal(np.asarray(nib.load(path).dataobj), np.asarray(nib.load(raw.files["seg"]).dataobj))
+
+
+def test_pred_scores_a_known_pair(tmp_path):
+    mods, seg = brain_arrays()
+    write_case(tmp_path / "raw" / "c1", "c1", mods, seg)
+    write_case(tmp_path / "raw" / "c2", "c2", brain_arrays(seed=4)[0], seg)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(seg, affine), pred / "c1.nii.gz")  # perfect
+    no_et = seg.copy()
+    no_et[no_et == 4] = 1  # enhancing called necrosis: ET missed, TC and WT right
+    nib.save(nib.Nifti1Image(no_et, affine), pred / "c2.nii.gz")
+    result = run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "s.csv")),
+                         progress=False)
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert list(table.columns[:7]) == FIRST_COLUMNS and list(table["case_id"][2:]) == list(SUMMARY_ROWS)
+    c1, c2 = table.iloc[0], table.iloc[1]
+    assert (c1["dice_wt"], c1["dice_et"], c1["hd95_et"]) == (1.0, 1.0, 0.0)
+    assert (c2["dice_wt"], c2["dice_tc"], c2["dice_et"], c2["hd95_et"]) == (1.0, 1.0, 0.0, EMPTY_HD95)
+    assert table.iloc[2]["dice_et"] == 0.5 and result.scored == 2 and result.plot.is_file()
+    nib.save(nib.Nifti1Image(seg[:-1], affine), pred / "c2.nii.gz")
+    with pytest.raises(InvalidCaseError, match="c2.nii.gz: shape"):
+        run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "t.csv")),
+                    progress=False)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_errors(tiny_store, tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        run_scoring(ScoreConfig(ckpt=str(tmp_path / "none.pt")), progress=False)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("BraTS2021_00000\nnot_a_case\n")
+    run_training(TrainConfig(store=str(tiny_store), out=str(tmp_path), epochs=1, patches_per_epoch=4,
+                             patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1), progress=False)
+    with pytest.raises(StoreError, match="lacks 1 of the cases to score: not_a_case"):
+        run_scoring(ScoreConfig(ckpt=str(tmp_path / "last.pt"), cases=str(ids)), progress=False)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "stranger.nii.gz").write_bytes(b"")
+    with pytest.raises(StoreError, match="no reference case for the predictions stranger"):
+        run_scoring(ScoreConfig(pred=str(pred), store=str(tiny_store)), progress=False)
+    with pytest.raises(ConfigError, match="no such folder of predictions"):
+        run_scoring(ScoreConfig(pred=str(tmp_path / "preds-none"), store=str(tiny_store)), progress=False)
+
+
+def test_store_cases_keep_their_order_and_geometry(tiny_store):
+    ids = list_case_ids(tiny_store)[::-1]
+    cases = list(store_cases(tiny_store, ids))
+    assert [c.case_id for c in cases] == ids
+    assert all(c.reference_original().shape == c.original_shape for c in cases)
