@@ -19,7 +19,8 @@ setup: $(BIN)/brats
 demo: setup
 	$(BIN)/brats synth $(DATA)/raw --cases 8
 	$(BIN)/brats ingest $(DATA)/raw --out $(DATA)/store
-	$(BIN)/python -c "import pandas as pd; print(pd.read_csv('$(DATA)/store/index.csv').iloc[:, :11].to_string(index=False))"
+	$(BIN)/brats train --config configs/demo.toml --store $(DATA)/store --out $(DATA)/run
+	$(BIN)/brats score --ckpt $(DATA)/run/best.pt --out $(DATA)/run/final_scores.csv --save-predictions $(DATA)/run/predictions
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -51,11 +51,13 @@ def _register() -> None:
     from .score import score
     from .synth import synth
     from .train import train
+    from .verify import verify
 
     cli.add_command(synth)
     cli.add_command(ingest)
     cli.add_command(train)
     cli.add_command(score)
+    cli.add_command(verify)
 
 
 _register()
