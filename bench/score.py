@@ -4,7 +4,7 @@ Both run the full default Res-UNet (random weights: speed and agreement do not d
 training) over whole cropped cases of the store with 96^3 windows, overlap 0.5, Gaussian
 weighting (sigma 1/8), the same number of windows per batch, on the same device; MONAI's
 `sliding_window_inference` gets a predictor returning softmax probabilities. Reports the time
-per case of each (best of --repeats), the largest probability difference and the share of
+per case of each (after a warm-up forward pass, MONAI first, best of --repeats), the largest probability difference and the share of
 voxels whose predicted label differs.
 
     python bench/score.py [--raw DIR] [--cases 1] [--repeats 1] [--device auto] [--window 96]
@@ -82,10 +82,12 @@ def main() -> None:
         ids = labelled_case_ids(store)[:args.cases]
         print(f"\n| case | cropped shape | brats s | MONAI s | MONAI / brats | max prob diff | labels differing |")
         print("|---|---|---|---|---|---|---|")
+        with torch.no_grad(), autocast:  # warm-up: first-call allocations and kernel selection
+            model(torch.zeros((args.batch_windows, 4, *window), device=device))
         for volume in iterate_volumes(store, ids, workers=0):
+            theirs_s, theirs = timed(lambda: monai_predict(volume.image), args.repeats, device)
             ours_s, ours = timed(lambda: sliding_window_probabilities(model, volume.image, config, device),
                                  args.repeats, device)
-            theirs_s, theirs = timed(lambda: monai_predict(volume.image), args.repeats, device)
             diff = float((ours - theirs).abs().max())
             differing = float((ours.argmax(0) != theirs.argmax(0)).float().mean())
             shape = "x".join(str(s) for s in volume.image.shape[1:])
