@@ -87,3 +87,28 @@ def ingest_cases(tmp_path: Path, cases: dict[str, tuple[list, np.ndarray | None]
     store = tmp_path / "store"
     run_ingest(raw, store, workers=0, progress=False)
     return store
+
+
+_RELIABILITY: list[dict] = []
+
+
+@pytest.fixture(scope="session")
+def reliability():
+    """Record one row of docs/reliability.md: (kind, what was tried, trials, outcome, data lost)."""
+    def record(kind: str, what: str, trials: int, outcome: str, lost: str = "none") -> None:
+        _RELIABILITY.append({"kind": kind, "what": what, "trials": trials, "outcome": outcome, "lost": lost})
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With BRATS_RELIABILITY_REPORT=path, write the table of every fault and bad input tried."""
+    import os
+
+    path = os.environ.get("BRATS_RELIABILITY_REPORT")
+    if not path or not _RELIABILITY:
+        return
+    lines = ["| kind | tried | times | outcome | data lost |", "|---|---|---|---|---|"]
+    for row in _RELIABILITY:
+        outcome = row["outcome"].replace("|", "\\|")
+        lines.append(f"| {row['kind']} | {row['what']} | {row['trials']} | {outcome} | {row['lost']} |")
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -17,10 +17,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import InvalidCaseError, StoreError
 from ..store import layout
+from ..faults import fault_point
 from ..store.index import write_index
 from ..store.locks import case_lock
 from ..store.reader import read_case_record
-from ..store.writer import create_or_check_store, recover_case, write_case
+from ..store.writer import create_or_check_store, recover_case, sweep_debris, write_case
 from .cluster import dask_client
 from .config import IngestConfig
 from .discovery import RawCase, discover_cases
@@ -116,6 +117,7 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
     params = config.store_params()
     params_fp = params_fingerprint(params)
     with case_lock(root, raw.case_id):
+        fault_point("ingest:case-locked")
         recover_case(root, raw.case_id)
         previous = read_case_record(root, raw.case_id)
         if previous and stats_unchanged(previous, raw.files, params_fp):
@@ -172,6 +174,7 @@ def write_report(root: Path, results: list[CaseResult]) -> Path:
         writer.writerow(["case_id", "status", "file", "problem", "seconds"])
         for r in results:
             writer.writerow([r.case_id, r.status, r.file, r.problem, r.seconds])
+    fault_point("report:tmp-written")
     os.replace(tmp, path)
     return path
 
@@ -186,6 +189,8 @@ def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig 
     start = time.perf_counter()
     cases = discover_cases(raw_dir)
     root = create_or_check_store(store_dir, config.store_params()).resolve()
+    if swept := sweep_debris(root):
+        log.info("cleaned what interrupted writes of %d case(s) left", swept)
     params_fp = params_fingerprint(config.store_params())
     results: list[CaseResult] = []
     todo: list[RawCase] = []
@@ -208,7 +213,7 @@ def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig 
     results.sort(key=lambda r: r.case_id)
     for r in results:
         if r.status in ("rejected", "failed"):
-            log.warning("%s %s: %s", r.status, r.file, r.problem)
+            log.info("%s %s: %s", r.status, r.file, r.problem)  # the CLI prints one line each
     write_index(root)
     write_report(root, results)
     summary = IngestSummary(root, tuple(results), time.perf_counter() - start)

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import CheckpointError, ConfigError, StoreError
+from ..faults import fault_point
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import region_metrics
 from ..trainer.checkpoint import load_checkpoint
@@ -145,6 +146,7 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
             predicted_only.append(case.case_id)
             continue
         rows.append({"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)})
+        fault_point("score:case")
     out = Path(config.out)
     table = score_table(rows)
     write_table(table, out)

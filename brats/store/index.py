@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..faults import fault_point
 from . import layout
 from .locks import store_lock
 from .reader import list_case_ids, read_case_record
@@ -43,9 +44,12 @@ def write_index(root: str | Path) -> pd.DataFrame:
     """Rebuild `index.csv` atomically under the store lock; returns it."""
     root = Path(root)
     with store_lock(root):
+        for stale in root.glob(f".{layout.INDEX_FILE}.*"):  # left by a killed writer; we hold the lock
+            stale.unlink(missing_ok=True)
         df = build_index(root)
         tmp = layout.index_path(root).with_name(f".{layout.INDEX_FILE}.{uuid.uuid4().hex}")
         df.to_csv(tmp, index=False)
+        fault_point("index:tmp-written")
         os.replace(tmp, layout.index_path(root))
     return df
 

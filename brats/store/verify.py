@@ -100,5 +100,5 @@ def verify_store(root: str | Path) -> list[Problem]:
         if private.is_dir():
             for leftover in sorted(private.iterdir()):
                 problems.append(Problem(str(leftover), "left by an interrupted ingest of this case "
-                                                       "(re-ingesting the case removes it)"))
+                                                       "(the next ingest removes it)"))
     return problems

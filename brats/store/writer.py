@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import functools
 import json
 import logging
 import os
@@ -15,10 +19,12 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError, StoreMismatchError
+from ..faults import fault_point
 from . import layout
 from .locks import store_lock
 
 log = logging.getLogger(__name__)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
 
 def _read_root_attrs(root: Path) -> dict[str, Any] | None:
@@ -80,6 +86,34 @@ def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
     arr[...] = data
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported.
+
+    With it a replaced case is never absent from `cases/`, even for an instant: readers (a
+    training job) see the old version or the new one.
+    """
+    libc = _libc()
+    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
+    if renameat2 is None:
+        return False
+    result = renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
+
+
 def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
     """Write a case into staging, then rename it into place (caller holds the case lock).
 
@@ -89,18 +123,27 @@ def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: 
     staging = layout.staging_dir(root) / f"{case_id}.{uuid.uuid4().hex}"
     try:
         group = zarr.open_group(str(staging), mode="w")
+        fault_point("write:staging-opened")
         record = dict(record, checksums={name: checksum(a) for name, a in arrays.items()})
         for name, data in arrays.items():
             _write_array(group, name, data)
+            fault_point("write:array-written")
         group.attrs[layout.ROOT_ATTR] = record  # written last: a case without it is not complete
+        fault_point("write:record-written")
         target = layout.case_dir(root, case_id)
-        if target.exists():
+        if target.exists() and exchange(staging, target):
+            fault_point("write:exchanged")
+            shutil.rmtree(staging, ignore_errors=True)  # now the previous version
+        elif target.exists():
             old = layout.trash_dir(root) / f"{case_id}.{uuid.uuid4().hex}"
             os.rename(target, old)
+            fault_point("write:between-renames")
             os.rename(staging, target)
+            fault_point("write:replaced")
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(staging, target)
+        fault_point("write:renamed")
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise StoreError(f"{staging}: cannot write case ({exc.strerror or exc})") from None
@@ -124,6 +167,21 @@ def recover_case(root: Path, case_id: str) -> None:
             log.warning("restored %s from an interrupted replacement", case_id)
         else:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_debris(root: Path) -> int:
+    """Recover every case that a killed writer left debris for (staging or trash), each under its
+    case lock so a concurrent writer's live staging is never touched. Returns how many."""
+    from .locks import case_lock
+
+    names = set()
+    for folder in (layout.staging_dir(root), layout.trash_dir(root)):
+        if folder.is_dir():
+            names |= {p.name.rsplit(".", 1)[0] for p in folder.iterdir() if "." in p.name}
+    for case_id in sorted(names):
+        with case_lock(root, case_id):
+            recover_case(root, case_id)
+    return len(names)
 
 
 def glob_escape(name: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..faults import fault_point
 
 FORMAT = "brats-checkpoint"
 VERSION = 1
@@ -21,12 +22,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     a reader (or a crash) sees the old checkpoint or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("checkpoint:tmp-written")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

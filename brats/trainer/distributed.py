@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,8 @@ def start(device_name: str) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Rank 0 validates while the others wait: allow for long validations.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
     return Runtime(rank, world, device)
 
 

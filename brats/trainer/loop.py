@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import CheckpointError
+from ..faults import fault_point
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import REGIONS, region_dice
 from ..store.reader import read_store_attrs
@@ -165,6 +166,7 @@ class Trainer:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()) * cfg.accum_steps)
+            fault_point("train:step")
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
