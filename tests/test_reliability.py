@@ -248,7 +248,7 @@ def _bad(kind: str, raw: Path) -> Path:
         return folder / "bad_seg.nii.gz"
     elif kind == "missing modality":
         (folder / "bad_t1.nii.gz").unlink()
-        return folder
+        return folder / "bad"  # the case's file-name stem
     return target
 
 
@@ -288,10 +288,10 @@ def test_special_case_names_and_layouts(tmp_path, reliability):
     assert len(errors) == 3 and sum("escape" in e for e in errors) == 1
     assert sum("found in several folders" in e for e in errors) == 2
     reliability("bad input", "case folder and id with spaces and unicode (`Fall ü 1`)", 1, "accepted and ingested")
-    reliability("bad input", "case id `..` (would escape the output folder)", 1,
-                "refused: `case id '..' could escape the output folder`")
+    reason = lambda text: next(e for e in errors if text in e).split(": ", 2)[-1]
+    reliability("bad input", "case id `..` (would escape the output folder)", 1, f"refused: `{reason('escape')}`")
     reliability("bad input", "two cases with the same id in different folders", 1,
-                "refused, both: `case id 'dup' found in several folders`")
+                f"refused, both: `{reason('several folders')}`")
     reliability("bad input", "empty seg (a case without tumour)", 1,
                 "accepted: ingested (and trains: `test_case_without_tumour_trains`)")
 

@@ -98,7 +98,13 @@ def test_interrupted_replacement_restores_previous_version(tmp_path):
     np.testing.assert_array_equal(open_case(root, "c1").image[...], arrays()["image"])
 
 
-def test_replace_keeps_one_version(tmp_path):
+@pytest.mark.parametrize("atomic_exchange", [True, False])
+def test_replace_keeps_one_version(tmp_path, monkeypatch, atomic_exchange):
+    """Replacement by renameat2 exchange (Linux), and by two renames where that is unsupported."""
+    import brats.store.writer as writer
+
+    if not atomic_exchange:
+        monkeypatch.setattr(writer, "exchange", lambda a, b: False)
     root = create_or_check_store(tmp_path / "s", {})
     write_case(root, "c1", arrays(), record("c1"))
     new = arrays()
