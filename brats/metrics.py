@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-REGION_LABELS: dict[str, tuple[int, ...]] = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
+from .pipeline.preprocess import REGIONS as STORE_REGIONS
+
+REGION_LABELS = STORE_REGIONS  # the one definition, next to the label remapping
 REGIONS = tuple(REGION_LABELS)
 EMPTY_HD95 = 373.13
 METRICS = ("dice", "hd95", "sens", "spec", "ref_vol", "pred_vol")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,13 @@ def preprocess_case(case: LoadedCase, cfg: PreprocessConfig = PreprocessConfig()
         normalization=normalization,
         voxel_counts=voxels,
     )
+
+
+def shifted_affine(affine: np.ndarray, start: Sequence[int]) -> np.ndarray:
+    """The affine of a grid whose first voxel is voxel `start` of the grid of `affine` (a crop, a pad, a patch)."""
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] = out[:3, :3] @ np.asarray(start, dtype=np.float64) + out[:3, 3]
+    return out
 
 
 def uncrop(cropped: np.ndarray, crop_box: tuple[tuple[int, int], ...], original_shape: tuple[int, ...],

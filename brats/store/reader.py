@@ -11,6 +11,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
+from ..pipeline.preprocess import shifted_affine
 from . import layout
 
 
@@ -90,11 +91,7 @@ def load_locations(case_path: str | Path, regions: tuple[str, ...]) -> dict[str,
 
 def cropped_affine(record: dict[str, Any]) -> np.ndarray:
     """Voxel-to-world affine of the stored (cropped) arrays."""
-    affine = np.asarray(record["affine"], dtype=np.float64)
-    start = np.array([box[0] for box in record["crop_box"]], dtype=np.float64)
-    out = affine.copy()
-    out[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
-    return out
+    return shifted_affine(np.asarray(record["affine"]), [box[0] for box in record["crop_box"]])
 
 
 def open_case(root: str | Path, case_id: str) -> CaseArrays:

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-# Store labels: 1 necrosis, 2 edema, 3 enhancing. Regions as sums of class channels.
-REGION_CLASSES: dict[str, tuple[int, ...]] = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
+from ..pipeline.preprocess import REGIONS
+
+# Store labels: 1 necrosis, 2 edema, 3 enhancing; a region's probability is the sum of its classes'.
+REGION_CLASSES = REGIONS
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 SMOOTH = 1.0
 
@@ -21,8 +23,9 @@ def region_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def region_targets(label: torch.Tensor) -> torch.Tensor:
     """(B, ...) integer labels -> (B, 3, ...) float WT, TC, ET masks."""
-    return torch.stack([torch.isin(label, torch.tensor(c, device=label.device)) for c in REGION_CLASSES.values()],
-                       dim=1).float()
+    masks = [sum((label == c for c in classes), torch.zeros_like(label, dtype=torch.bool))
+             for classes in REGION_CLASSES.values()]
+    return torch.stack(masks, dim=1).float()
 
 
 def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: float = SMOOTH) -> torch.Tensor:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torchio as tio
 
-from .subjects import LOCATIONS_KEY, ORIGIN_KEY, STORED_SHAPE_KEY, shifted_affine
+from ..pipeline.preprocess import shifted_affine
+from .subjects import LOCATIONS_KEY, ORIGIN_KEY, STORED_SHAPE_KEY
 
 TUMOUR_CENTRED = "tumour_centred"
 START = "start"

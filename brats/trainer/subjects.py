@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 import torchio as tio
 
 from ..errors import StoreError
+from ..pipeline.preprocess import shifted_affine
 from ..store import layout
 from ..store.reader import array_path, cropped_affine, load_array, load_locations, read_case_record
 
@@ -19,13 +19,6 @@ LOCATIONS_KEY = "tumour_locations"
 ORIGIN_KEY = "origin"
 STORED_SHAPE_KEY = "stored_shape"
 SAMPLED_REGIONS = ("wt", "tc", "et")
-
-
-def shifted_affine(affine: np.ndarray, start: Sequence[int]) -> np.ndarray:
-    """The affine of a grid whose first voxel is voxel `start` of the grid of `affine`."""
-    out = np.array(affine, dtype=np.float64)
-    out[:3, 3] = out[:3, :3] @ np.asarray(start, dtype=np.float64) + out[:3, 3]
-    return out
 
 
 def read_store_image(path: str | Path, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
