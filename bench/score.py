@@ -80,7 +80,7 @@ def main() -> None:
         store = Path(tmp) / "store"
         run_ingest(raw_dataset(args.raw, Path(tmp)), store, workers=0, progress=False)
         ids = labelled_case_ids(store)[:args.cases]
-        print(f"\n| case | cropped shape | brats s | MONAI s | MONAI / brats | max prob diff | labels differing |")
+        print("\n| case | cropped shape | brats s | MONAI s | MONAI / brats | max prob diff | labels differing |")
         print("|---|---|---|---|---|---|---|")
         with torch.no_grad(), autocast:  # warm-up: first-call allocations and kernel selection
             model(torch.zeros((args.batch_windows, 4, *window), device=device))

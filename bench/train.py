@@ -59,8 +59,8 @@ def main() -> None:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = f"{row['peak_gpu_mib']:.0f} MiB" if not pd.isna(row["peak_gpu_mib"]) else "n/a (CPU)"
     print(f"model: {params / 1e6:.1f} M parameters; {args.steps} steps of {args.accum} x {args.batch} patches of {args.patch}^3")
-    print(f"| device | patches/s | data wait | peak GPU memory | peak RSS |")
-    print(f"|---|---|---|---|---|")
+    print("| device | patches/s | data wait | peak GPU memory | peak RSS |")
+    print("|---|---|---|---|---|")
     print(f"| {config.device} | {row['patches_per_s']:.2f} | {100 * row['data_wait']:.1f}% | {gpu} | {peak_rss:.0f} MiB |")
 
 

@@ -72,11 +72,11 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
     norm = torch.zeros(full, device=device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
                 if config.amp and device.type == "cuda" else nullcontext())
+    mirrorings = _mirrorings(config.tta)
     for i in range(0, len(starts), config.batch_windows):
         group = starts[i:i + config.batch_windows]
         slices = [tuple(slice(s, s + w) for s, w in zip(start, config.window)) for start in group]
         batch = torch.stack([padded[(slice(None), *sl)] for sl in slices])
-        mirrorings = _mirrorings(config.tta)
         probs: torch.Tensor | None = None
         for axes in mirrorings:
             with autocast:

@@ -30,10 +30,11 @@ def region_mask(label: np.ndarray, region: str) -> np.ndarray:
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     """Dice of two boolean masks; both empty 1, one empty 0."""
-    p, r = int(prediction.sum()), int(reference.sum())
-    if p + r == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(prediction, reference).sum()) / (p + r)
+    return _dice(int(np.logical_and(prediction, reference).sum()), int(prediction.sum()), int(reference.sum()))
+
+
+def _dice(overlap: int, predicted: int, referenced: int) -> float:
+    return 1.0 if predicted + referenced == 0 else 2.0 * overlap / (predicted + referenced)
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -79,8 +80,8 @@ def region_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Seque
         p, r = region_mask(prediction, region), region_mask(reference, region)
         tp = int(np.logical_and(p, r).sum())
         n_p, n_r = int(p.sum()), int(r.sum())
-        fp, fn = n_p - tp, n_r - tp
-        out[f"dice_{region}"] = dice(p, r)
+        fp = n_p - tp
+        out[f"dice_{region}"] = _dice(tp, n_p, n_r)
         out[f"hd95_{region}"] = hd95(p, r, spacing)
         out[f"sens_{region}"] = tp / n_r if n_r else 1.0
         negatives = total - n_r

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from .. import __version__
 from ..errors import InvalidCaseError, StoreError
 from ..store import layout
 from ..faults import fault_point
+from ..files import replaced_on_success
 from ..store.index import write_index
 from ..store.locks import case_lock
 from ..store.reader import read_case_record
@@ -168,14 +168,12 @@ def _run_dask(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm, 
 def write_report(root: Path, results: list[CaseResult]) -> Path:
     """Write `ingest_report.csv` (one row per case, atomically) and return its path."""
     path = layout.report_path(root)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with replaced_on_success(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["case_id", "status", "file", "problem", "seconds"])
         for r in results:
             writer.writerow([r.case_id, r.status, r.file, r.problem, r.seconds])
-    fault_point("report:tmp-written")
-    os.replace(tmp, path)
+        fault_point("report:tmp-written")
     return path
 
 

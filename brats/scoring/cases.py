@@ -17,7 +17,7 @@ from ..pipeline.preprocess import preprocess_case, uncrop
 from ..pipeline.validation import load_case
 from ..store.reader import list_case_ids, open_case
 from ..trainer.prefetch import prefetched
-from ..trainer.volumes import StoreVolumes
+from ..trainer.volumes import iterate_volumes
 
 
 @dataclass
@@ -77,11 +77,9 @@ def store_cases(store: str | Path, case_ids: list[str], with_image: bool = True)
             case = open_case(store, case_id)
             yield _from_record(case_id, None, case.label[...] if case.label is not None else None, case.record)
         return
-    volumes = StoreVolumes(store, case_ids)
-    with ThreadPoolExecutor(1, thread_name_prefix="brats-score-read") as pool:
-        for volume in prefetched(volumes, range(len(volumes)), pool, depth=1):
-            label = volume.label.numpy() if volume.label is not None else None
-            yield _from_record(volume.case_id, volume.image, label, volume.record)
+    for volume in iterate_volumes(store, case_ids, workers=1):
+        label = volume.label.numpy() if volume.label is not None else None
+        yield _from_record(volume.case_id, volume.image, label, volume.record)
 
 
 def raw_case_list(raw_dir: str | Path) -> list[RawCase]:

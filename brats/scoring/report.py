@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..files import replaced_on_success
 from ..metrics import METRICS, REGIONS
 
 FIRST_COLUMNS = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
@@ -28,9 +28,8 @@ def score_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write the CSV at once (temporary file, then rename): never a partial report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    with replaced_on_success(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def summary_text(table: pd.DataFrame) -> str:
@@ -57,7 +56,6 @@ def plot_dice(table: pd.DataFrame, path: Path) -> None:
     ax.set(ylabel="Dice", ylim=(0, 1.02), title=f"Dice per region ({len(cases)} cases)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
+    with replaced_on_success(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

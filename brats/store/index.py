@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from ..faults import fault_point
+from ..files import replaced_on_success
 from . import layout
 from .locks import store_lock
 from .reader import list_case_ids, read_case_record
@@ -47,10 +46,9 @@ def write_index(root: str | Path) -> pd.DataFrame:
         for stale in root.glob(f".{layout.INDEX_FILE}.*"):  # left by a killed writer; we hold the lock
             stale.unlink(missing_ok=True)
         df = build_index(root)
-        tmp = layout.index_path(root).with_name(f".{layout.INDEX_FILE}.{uuid.uuid4().hex}")
-        df.to_csv(tmp, index=False)
-        fault_point("index:tmp-written")
-        os.replace(tmp, layout.index_path(root))
+        with replaced_on_success(layout.index_path(root)) as tmp:
+            df.to_csv(tmp, index=False)
+            fault_point("index:tmp-written")
     return df
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from ..pipeline.preprocess import REGIONS
 from . import layout
 from .reader import read_case_record
 from .writer import checksum
@@ -31,7 +32,7 @@ def _expected(record: dict) -> dict[str, tuple[tuple[int, ...] | None, np.dtype]
         layout.IMAGE: ((len(record["modalities"]), *shape), np.dtype(np.float16))}
     if record.get("labelled"):
         out[layout.LABEL] = (shape, np.dtype(np.uint8))
-        for region in ("wt", "tc", "et"):
+        for region in REGIONS:
             out[layout.LOCATION_PREFIX + region] = (None, np.dtype(np.uint16))
     return out
 

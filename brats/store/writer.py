@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import functools
 import json
 import logging
 import os
@@ -20,6 +18,7 @@ import zarr
 
 from ..errors import StoreError, StoreMismatchError
 from ..faults import fault_point
+from ..files import libc
 from . import layout
 from .locks import store_lock
 
@@ -92,8 +91,7 @@ def exchange(a: Path, b: Path) -> bool:
     With it a replaced case is never absent from `cases/`, even for an instant: readers (a
     training job) see the old version or the new one.
     """
-    libc = _libc()
-    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
+    renameat2 = getattr(libc(), "renameat2", None)
     if renameat2 is None:
         return False
     result = renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
@@ -103,15 +101,6 @@ def exchange(a: Path, b: Path) -> bool:
     if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
     raise OSError(error, os.strerror(error), str(b))
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
-    except OSError:
-        return None
 
 
 def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:

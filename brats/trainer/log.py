@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
+
+from ..files import replaced_on_success
 
 LOG_COLUMNS = ["epoch", "train_loss", "dice_wt", "dice_tc", "dice_et", "dice_mean", "lr", "patches_per_s",
                "data_wait", "peak_gpu_mib", "seconds"]
 
 
-def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite the whole CSV (atomic rename) from the history kept in the checkpoint."""
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    _replace(path, write)
+    with replaced_on_success(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -46,5 +39,6 @@ def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _replace(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    with replaced_on_success(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -89,6 +89,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, runtime: distributed.Runtime, split: Split) -> None:
         self.config, self.runtime, self.split = config, runtime, split
+        self.store_params = read_store_attrs(config.store)
         device = runtime.device
         torch.manual_seed(derive_seed(INIT, config.seed))
         self.model = ResUNet(model_config(config)).to(device)
@@ -108,7 +109,7 @@ class Trainer:
         return {
             "config": self.config.to_dict(), "model_config": asdict(model_config(self.config)),
             "split": {"train": self.split.train, "val": self.split.val},
-            "store": str(Path(self.config.store).resolve()), "store_params": read_store_attrs(self.config.store),
+            "store": str(Path(self.config.store).resolve()), "store_params": self.store_params,
             "epoch": self.epoch, "history": self.history,
             "best": list(self.best) if self.best else None,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -165,12 +166,14 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()) * cfg.accum_steps)
+            losses.append(loss.detach())  # read back once per epoch: no device sync per micro-batch
             fault_point("train:step")
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if update:
+                bar.set_postfix(loss=f"{float(losses[-1]) * cfg.accum_steps:.4f}")
         bar.close()
         batches.close()
+        losses = [value * cfg.accum_steps for value in torch.stack(losses).double().tolist()]
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         return {"train_loss": distributed.mean_across(self.runtime, sum(losses) / len(losses)),

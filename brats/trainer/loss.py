@@ -9,22 +9,21 @@ import torch.nn.functional as F
 
 from ..pipeline.preprocess import REGIONS
 
-# Store labels: 1 necrosis, 2 edema, 3 enhancing; a region's probability is the sum of its classes'.
-REGION_CLASSES = REGIONS
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 SMOOTH = 1.0
 
 
 def region_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 4, ...) logits -> (B, 3, ...) soft WT, TC, ET masks (sums of softmax probabilities)."""
+    """(B, 4, ...) logits -> (B, 3, ...) soft WT, TC, ET masks: each the sum of its classes' softmax
+    probabilities (store labels, `preprocess.REGIONS`)."""
     p = torch.softmax(logits.float(), dim=1)
-    return torch.stack([p[:, list(c)].sum(1) for c in REGION_CLASSES.values()], dim=1)
+    return torch.stack([p[:, list(c)].sum(1) for c in REGIONS.values()], dim=1)
 
 
 def region_targets(label: torch.Tensor) -> torch.Tensor:
     """(B, ...) integer labels -> (B, 3, ...) float WT, TC, ET masks."""
     masks = [sum((label == c for c in classes), torch.zeros_like(label, dtype=torch.bool))
-             for classes in REGION_CLASSES.values()]
+             for classes in REGIONS.values()]
     return torch.stack(masks, dim=1).float()
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
+
+from ..files import libc
 
 log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -21,12 +21,7 @@ def keep_freed_memory() -> bool:
     thresholds keeps up to 1 GiB of freed memory for reuse, the effect PyTorch's performance
     guide gets from jemalloc or tcmalloc. Returns False where the C library is not glibc.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        mallopt = None
+    mallopt = getattr(libc(), "mallopt", None)
     if mallopt is None:
         return False
     done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))

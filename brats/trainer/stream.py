@@ -15,7 +15,7 @@ import torchio as tio
 from .memory import keep_freed_memory
 from .queue import StoreQueue
 from .sampler import START, TUMOUR_CENTRED, TumourSampler
-from .subjects import store_subjects_dataset
+from .subjects import SAMPLED_REGIONS, store_subjects_dataset
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class StreamConfig:
 
     patch_size: tuple[int, int, int] = (96, 96, 96)
     tumour_fraction: float = 0.5
-    tumour_regions: tuple[str, ...] = ("wt", "tc", "et")
+    tumour_regions: tuple[str, ...] = SAMPLED_REGIONS
     samples_per_volume: int = 8
     queue_length: int = 64
     batch_size: int = 4
@@ -61,16 +61,12 @@ def collate_patches(patches: list[tio.Subject], pin_memory: bool = False) -> Pat
     )
 
 
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 class PatchStream:
     """Endless balanced patches from labelled store cases through a TorchIO Queue.
 
-    Subjects are read by `config.workers` processes; patches are cut and batched in a
-    background thread so that the training loop only waits when the data is truly late.
+    Subjects are read by `config.workers` threads (or processes, `config.loader`); patches are
+    cut and batched in a background thread so that the training loop only waits when the data
+    is truly late.
     With `workers=0` everything runs in the calling thread, for debugging.
     """
 
@@ -118,7 +114,7 @@ class PatchStream:
         stop = threading.Event()
         pool = ThreadPoolExecutor(self.config.collate_threads, thread_name_prefix="brats-collate")
 
-        def offer(item: Future | _Failure) -> bool:
+        def offer(item: Future) -> bool:
             while not stop.is_set():
                 try:
                     ready.put(item, timeout=0.1)
@@ -132,17 +128,16 @@ class PatchStream:
                 for _ in range(num_batches):
                     if not offer(pool.submit(collate_patches, self._next_patches(), self.pin_memory)):
                         return
-            except BaseException as error:  # handed to the consumer, re-raised there
-                offer(_Failure(error))
+            except BaseException as error:  # handed to the consumer, raised by its .result()
+                failed: Future = Future()
+                failed.set_exception(error)
+                offer(failed)
 
         thread = threading.Thread(target=produce, name="brats-patches", daemon=True)
         thread.start()
         try:
             for _ in range(num_batches):
-                item = ready.get()
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item.result()
+                yield ready.get().result()
         finally:
             stop.set()
             thread.join()

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 import torchio as tio
 
 from ..errors import StoreError
-from ..pipeline.preprocess import shifted_affine
+from ..pipeline.preprocess import REGIONS, shifted_affine
 from ..store import layout
 from ..store.reader import array_path, cropped_affine, load_array, load_locations, read_case_record
 
 LOCATIONS_KEY = "tumour_locations"
 ORIGIN_KEY = "origin"
 STORED_SHAPE_KEY = "stored_shape"
-SAMPLED_REGIONS = ("wt", "tc", "et")
+SAMPLED_REGIONS = tuple(REGIONS)
 
 
 def read_store_image(path: str | Path, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
