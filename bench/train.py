@@ -24,7 +24,8 @@ from _common import machine, raw_dataset  # noqa: E402
 
 from brats.pipeline.ingest import run_ingest  # noqa: E402
 from brats.trainer.config import TrainConfig  # noqa: E402
-from brats.trainer.loop import run_training  # noqa: E402
+from brats.trainer.distributed import resolve_device  # noqa: E402
+from brats.trainer.loop import precision, run_training  # noqa: E402
 from brats.trainer.model import ResUNet, parameter_count  # noqa: E402
 
 
@@ -38,9 +39,12 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=96)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     args = parser.parse_args()
 
     import torch
+
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     print(f"Machine: {machine()}; torch {torch.__version__}")
     if torch.cuda.is_available():
@@ -57,11 +61,14 @@ def main() -> None:
         row = pd.read_csv(Path(config.out) / "train_log.csv").iloc[-1]
     params = parameter_count(ResUNet())
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    gpu = f"{row['peak_gpu_mib']:.0f} MiB" if not pd.isna(row["peak_gpu_mib"]) else "n/a (CPU)"
+    gpu = (f"{row['peak_gpu_mib'] / 1024:.2f} / {row['peak_gpu_reserved_mib'] / 1024:.2f} GiB"
+           if not pd.isna(row["peak_gpu_mib"]) else "n/a (CPU)")
     print(f"model: {params / 1e6:.1f} M parameters; {args.steps} steps of {args.accum} x {args.batch} patches of {args.patch}^3")
-    print("| device | patches/s | data wait | peak GPU memory | peak RSS |")
-    print("|---|---|---|---|---|")
-    print(f"| {config.device} | {row['patches_per_s']:.2f} | {100 * row['data_wait']:.1f}% | {gpu} | {peak_rss:.0f} MiB |")
+    amp, _ = precision(config, resolve_device(config.device))
+    print("| device | precision | patches/s | data wait | peak GPU memory (allocated / reserved) | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {config.device} | {str(amp).removeprefix('torch.') if amp else 'fp32'} | {row['patches_per_s']:.2f} | "
+          f"{100 * row['data_wait']:.1f}% | {gpu} | {peak_rss:.0f} MiB |")
 
 
 if __name__ == "__main__":

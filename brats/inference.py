@@ -4,7 +4,10 @@ Window placement and weighting follow MONAI's `sliding_window_inference` with
 `mode="gaussian"` (interval int(window·(1 - overlap)), last window flush with the end, sigma
 window/8, weights clamped at 1e-3, volumes smaller than a window zero-padded symmetrically),
 so predictions can be checked against it; windows are batched, run under autocast on GPU,
-and only softmax probabilities are accumulated.
+and only region probabilities (`regions.region_probabilities`) are accumulated. A model
+trained at 1/`downsample` resolution sees the average-pooled volume, and its probabilities
+are upsampled trilinearly; an ensemble averages its members' probabilities; labels are the
+nested decoding of the probabilities, with the enhancing-tumour postprocessing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .regions import decode_regions, region_probabilities, suppress_small_et
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
@@ -26,6 +31,7 @@ class InferenceConfig:
     batch_windows: int = 2
     tta: bool = False  # average over the 8 mirrorings of the three axes
     amp: bool = True  # autocast on CUDA (ignored on CPU)
+    downsample: int = 1  # the model works at 1/downsample resolution
 
 
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -56,7 +62,8 @@ def _mirrorings(tta: bool) -> list[tuple[int, ...]]:
 @torch.no_grad()
 def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: InferenceConfig,
                                  device: torch.device | str) -> torch.Tensor:
-    """Class probabilities (classes, x, y, z) float32 on `device` for one (channels, x, y, z) volume."""
+    """Region probabilities (3, x, y, z) float32 on `device` for one (channels, x, y, z) volume, at
+    the volume's own resolution."""
     device = torch.device(device)
     image = image.to(device, non_blocking=True).float()
     shape = image.shape[1:]
@@ -70,7 +77,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
               for c in window_starts(full[2], config.window[2], config.overlap)]
     total: torch.Tensor | None = None
     norm = torch.zeros(full, device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16)
                 if config.amp and device.type == "cuda" else nullcontext())
     mirrorings = _mirrorings(config.tta)
     for i in range(0, len(starts), config.batch_windows):
@@ -81,7 +88,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
         for axes in mirrorings:
             with autocast:
                 logits = model(batch.flip(axes) if axes else batch)
-            p = torch.softmax(logits.float(), dim=1)
+            p = region_probabilities(logits)
             p = p.flip(axes) if axes else p
             probs = p if probs is None else probs + p
         assert probs is not None
@@ -97,7 +104,30 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
     return total[(slice(None), *crop)]
 
 
-def predict_labels(model: nn.Module, image: torch.Tensor, config: InferenceConfig,
-                   device: torch.device | str) -> torch.Tensor:
-    """Store labels (x, y, z) uint8 on CPU: the most probable class of each voxel."""
-    return sliding_window_probabilities(model, image, config, device).argmax(0).to(torch.uint8).cpu()
+def predict_probabilities(models: nn.Module | Sequence[nn.Module], image: torch.Tensor, config: InferenceConfig,
+                          device: torch.device | str) -> torch.Tensor:
+    """Region probabilities (3, x, y, z) on `device`: the mean over the models (an ensemble), each
+    by sliding window at the models' resolution, upsampled to the volume's."""
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    device = torch.device(device)
+    image = image.to(device, non_blocking=True).float()
+    shape = image.shape[1:]
+    factor = config.downsample
+    if factor > 1:
+        image = F.avg_pool3d(image[None], factor, ceil_mode=True)[0]
+    total = sliding_window_probabilities(models[0], image, config, device)
+    for model in models[1:]:
+        total += sliding_window_probabilities(model, image, config, device)
+    total /= len(models)
+    if factor > 1:
+        total = F.interpolate(total[None], scale_factor=factor, mode="trilinear", align_corners=False)[0]
+        total = total[(slice(None), *(slice(0, s) for s in shape))]
+    return total
+
+
+def predict_labels(models: nn.Module | Sequence[nn.Module], image: torch.Tensor, config: InferenceConfig,
+                   device: torch.device | str, et_min_voxels: int = 0) -> torch.Tensor:
+    """Store labels (x, y, z) uint8 on CPU: nested decoding of the (ensemble's) region probabilities,
+    then enhancing tumour below `et_min_voxels` relabelled necrosis (0: no postprocessing)."""
+    labels = decode_regions(predict_probabilities(models, image, config, device)).cpu()
+    return torch.from_numpy(suppress_small_et(labels.numpy(), et_min_voxels))

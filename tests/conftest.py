@@ -32,8 +32,10 @@ def brain_arrays(shape=TINY, seed=0, et=True):
     return mods, seg
 
 
-def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021", affine=None) -> Path:
-    """Write arrays as a raw case in `naming` layout; returns the case folder."""
+def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021", affine=None,
+               endianness: str = "<") -> Path:
+    """Write arrays as a raw case in `naming` layout (`endianness` ">" for big-endian files);
+    returns the case folder."""
     conv = CONVENTIONS[naming]
     folder.mkdir(parents=True, exist_ok=True)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) if affine is None else affine
@@ -41,7 +43,10 @@ def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021",
     if seg is not None:
         roles.append(("seg", seg))
     for role, arr in roles:
-        nib.save(nib.Nifti1Image(arr, affine), folder / f"{case_id}{conv.separator}{conv.suffixes[role]}.nii.gz")
+        header = nib.Nifti1Header(endianness=endianness)
+        header.set_data_dtype(arr.dtype)
+        nib.save(nib.Nifti1Image(arr, affine, header=header),
+                 folder / f"{case_id}{conv.separator}{conv.suffixes[role]}.nii.gz")
     return folder
 
 

@@ -6,7 +6,11 @@ import dataclasses
 
 import torch
 
-from brats.trainer.augment import AugmentConfig, BatchAugmenter
+import math
+
+import numpy as np
+
+from brats.trainer.augment import AugmentConfig, BatchAugmenter, rotation_matrices, warp
 
 OFF = AugmentConfig(flip_prob=0, scale_prob=0, shift_prob=0, gamma_prob=0, noise_prob=0, affine_prob=0)
 
@@ -63,3 +67,27 @@ def test_intensity_changes_stay_in_bounds():
     assert not torch.equal(out, image)
     ratio = (out.amax(dim=(2, 3, 4)) - out.amin(dim=(2, 3, 4))) / (image.amax(dim=(2, 3, 4)) - image.amin(dim=(2, 3, 4)))
     assert bool(((ratio > 0.85) & (ratio < 1.15)).all())
+
+
+def _theta(angles=(0.0, 0.0, 0.0), zoom=1.0) -> torch.Tensor:
+    theta = torch.zeros((1, 3, 4))
+    theta[:, :, :3] = rotation_matrices(torch.tensor([angles])) / zoom
+    return theta
+
+
+def test_warp_by_a_quarter_turn_is_exactly_rot90():
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 4, (1, 12, 12, 12), generator=g, dtype=torch.uint8)
+    image = torch.randn((1, 4, 12, 12, 12), generator=g)
+    out, lab = warp(image, label, _theta((0.0, 0.0, math.pi / 2)))
+    assert torch.equal(lab, torch.rot90(label, 1, (2, 3)))  # a forgotten or wrong label warp fails here
+    torch.testing.assert_close(out, torch.rot90(image, 1, (3, 4)), atol=1e-5, rtol=0)
+
+
+def test_warp_by_a_zoom_samples_the_known_voxels():
+    g = torch.Generator().manual_seed(1)
+    label = torch.randint(0, 4, (1, 16, 16, 16), generator=g, dtype=torch.uint8)
+    _, lab = warp(label[:, None].float(), label, _theta(zoom=2.0))  # 2x magnification about the centre
+    # output voxel i samples input coordinate i/2 + 3.75 (align_corners=False), never a tie
+    src = np.rint(np.arange(16) / 2 + 3.75).astype(int)
+    assert torch.equal(lab[0], label[0][np.ix_(src, src, src)])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
+from brats.trainer.checkpoint import load_checkpoint
 
 
 def brats(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -26,23 +27,24 @@ def test_synth_ingest_train_score(tmp_path):
     brats("ingest", "raw", "--out", "store", "--workers", "1", cwd=tmp_path)
     brats("train", "--epochs", "2", "--patches-per-epoch", "32", "--patch-size", "32", "--base-channels", "4",
           "--batch-size", "2", "--accum-steps", "2", "--lr", "3e-3", "--val-every", "1", "--no-progress", cwd=tmp_path)
+    (val_case,) = load_checkpoint(tmp_path / "best.pt")["split"]["val"]  # a seeded draw of the five
     proc = brats("score", "--ckpt", "best.pt", "--save-predictions", "preds", "--no-progress", cwd=tmp_path)
     assert "Mean" in proc.stdout and "wrote final_scores.csv" in proc.stdout
     table = pd.read_csv(tmp_path / "final_scores.csv")
     assert list(table.columns[:7]) == FIRST_COLUMNS
-    assert list(table["case_id"]) == ["BraTS2021_00004", *SUMMARY_ROWS]
+    assert list(table["case_id"]) == [val_case, *SUMMARY_ROWS]
     assert np.isfinite(table.iloc[:, 1:].to_numpy(dtype=float)).all()
     assert (tmp_path / "final_scores.png").is_file()
-    exported = nib.load(tmp_path / "preds" / "BraTS2021_00004.nii.gz")
-    raw_seg = nib.load(tmp_path / "raw" / "BraTS2021_00004" / "BraTS2021_00004_seg.nii.gz")
+    exported = nib.load(tmp_path / "preds" / f"{val_case}.nii.gz")
+    raw_seg = nib.load(tmp_path / "raw" / val_case / f"{val_case}_seg.nii.gz")
     assert exported.shape == raw_seg.shape and np.allclose(exported.affine, raw_seg.affine)
     assert set(np.unique(np.asarray(exported.dataobj))) <= {0, 1, 2, 4}
     # The same checkpoint on the raw files, preprocessed on the fly, gives the same scores.
     brats("score", "--ckpt", "best.pt", "--raw", "raw", "--out", "raw_scores.csv", "--no-progress", cwd=tmp_path)
     raw = pd.read_csv(tmp_path / "raw_scores.csv").set_index("case_id")
-    assert np.allclose(raw.loc["BraTS2021_00004"].to_numpy(), table.set_index("case_id").loc["BraTS2021_00004"].to_numpy())
+    assert np.allclose(raw.loc[val_case].to_numpy(), table.set_index("case_id").loc[val_case].to_numpy())
     # And the exported files scored with --pred against the store reproduce the model's scores.
     brats("score", "--pred", "preds", "--store", "store", "--out", "pred_scores.csv",
           "--no-progress", cwd=tmp_path)
     pred = pd.read_csv(tmp_path / "pred_scores.csv").set_index("case_id")
-    assert np.allclose(pred.loc["BraTS2021_00004"].to_numpy(), table.set_index("case_id").loc["BraTS2021_00004"].to_numpy())
+    assert np.allclose(pred.loc[val_case].to_numpy(), table.set_index("case_id").loc[val_case].to_numpy())

@@ -162,3 +162,21 @@ def test_existing_scheduler_by_address_and_by_scheduler_file(synth_raw, tmp_path
         a, b = open_case(tmp_path / "a", cid), open_case(tmp_path / "b", cid)
         assert a.record["checksums"] == b.record["checksums"]
         np.testing.assert_array_equal(a.locations("wt"), b.locations("wt"))
+
+
+def test_big_endian_files_ingest_to_the_same_values(tmp_path):
+    """nibabel writes big-endian NIfTI on request; the voxels are values, not byte-swapped codes."""
+    import nibabel as nib
+
+    mods, seg = brain_arrays(seed=4)
+    mods = [(m.astype(np.int32) * 37 - 900).astype(np.int16) for m in mods]  # real-scan-like int16, negatives too
+    write_case(tmp_path / "raw" / "little", "little", mods, seg)
+    write_case(tmp_path / "raw" / "big", "big", mods, seg, endianness=">")
+    big_file = next((tmp_path / "raw" / "big").glob("*_t1.nii.gz"))
+    assert nib.load(big_file).header.endianness == ">" and nib.load(big_file).get_data_dtype() == ">i2"
+    summary = run_ingest(tmp_path / "raw", tmp_path / "store", workers=0, progress=False)
+    assert set(statuses(summary).values()) == {"ingested"}, summary.results
+    little, big = open_case(tmp_path / "store", "little"), open_case(tmp_path / "store", "big")
+    np.testing.assert_array_equal(little.image[...], big.image[...])
+    np.testing.assert_array_equal(little.label[...], big.label[...])
+    assert little.record["normalization"] == big.record["normalization"]

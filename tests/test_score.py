@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 
 import nibabel as nib
 import numpy as np
@@ -14,11 +15,13 @@ from brats.errors import CheckpointError, ConfigError, InvalidCaseError, StoreEr
 from brats.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
 from brats.metrics import EMPTY_HD95, dice, hd95, region_metrics
 from brats.pipeline.discovery import discover_cases
+from brats.regions import region_probabilities
 from brats.scoring.cases import raw_case_list, raw_cases, store_cases
 from brats.scoring.exports import save_prediction
 from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
 from brats.scoring.run import ScoreConfig, run_scoring
 from brats.store.reader import list_case_ids
+from brats.trainer.checkpoint import load_checkpoint
 from brats.trainer.config import TrainConfig
 from brats.trainer.loop import run_training
 from brats.trainer.model import ModelConfig, ResUNet
@@ -88,13 +91,28 @@ def test_sliding_window_matches_monai():
     config = InferenceConfig(window=(32, 32, 32), overlap=0.5, batch_windows=3, amp=False)
     ours = sliding_window_probabilities(model, image, config, "cpu")
     with torch.no_grad():
-        theirs = inferers.sliding_window_inference(image[None], (32, 32, 32), 3, lambda x: torch.softmax(model(x), 1),
+        theirs = inferers.sliding_window_inference(image[None], (32, 32, 32), 3, lambda x: region_probabilities(model(x)),
                                                    overlap=0.5, mode="gaussian", sigma_scale=0.125)[0]
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
-    assert torch.equal(ours.argmax(0), theirs.argmax(0))
+    assert torch.equal(ours > 0.5, theirs > 0.5)
     assert float(gaussian_weights((33, 33, 33)).max()) == 1.0  # 1 at the centre voxel of an odd window
-    tta = sliding_window_probabilities(model, image, InferenceConfig(window=(32, 32, 32), tta=True, amp=False), "cpu")
-    torch.testing.assert_close(tta.sum(0), torch.ones(40, 37, 20))
+
+
+def test_test_time_augmentation_flips_back():
+    """One window over the whole volume: TTA must equal the mean of the 8 mirrored predictions
+    flipped back, which differs from the plain prediction (the model is not mirror-symmetric)."""
+    torch.manual_seed(1)
+    model = ResUNet(ModelConfig(base_channels=4)).eval()
+    image = torch.randn(4, 32, 32, 32)
+    config = InferenceConfig(window=(32, 32, 32), amp=False)
+    tta = sliding_window_probabilities(model, image, dataclasses.replace(config, tta=True), "cpu")
+    with torch.no_grad():
+        flips = [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
+        expected = sum(region_probabilities(model(image[None].flip([a + 1 for a in f]))).flip([a + 1 for a in f])[0]
+                       if f else region_probabilities(model(image[None]))[0] for f in flips) / 8
+    torch.testing.assert_close(tta, expected, rtol=1e-4, atol=1e-5)
+    plain = sliding_window_probabilities(model, image, config, "cpu")
+    assert (tta - plain).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("naming", ["2021", "2023"])
@@ -169,3 +187,27 @@ def test_store_cases_keep_their_order_and_geometry(tiny_store):
     cases = list(store_cases(tiny_store, ids))
     assert [c.case_id for c in cases] == ids
     assert all(c.reference_original().shape == c.original_shape for c in cases)
+
+
+def test_folds_score_out_of_fold_and_as_an_ensemble(tiny_store, tmp_path):
+    from click.testing import CliRunner
+
+    from brats.cli.main import cli
+
+    for fold in (0, 1):
+        run_training(TrainConfig(store=str(tiny_store), out=str(tmp_path / f"f{fold}"), epochs=1, patches_per_epoch=4,
+                                 patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1, workers=0,
+                                 folds=2, fold=fold, downsample=2), progress=False)
+    ckpts = [str(tmp_path / f"f{k}" / "best.pt") for k in (0, 1)]
+    states = [load_checkpoint(c) for c in ckpts]
+    assert states[0]["config"]["folds"] == 2 and states[1]["config"]["fold"] == 1
+    assert not set(states[0]["split"]["val"]) & set(states[1]["split"]["val"])
+    run = lambda *args: CliRunner().invoke(cli, ["score", *args, "--no-progress", "--device", "cpu"])
+    result = run("--ckpt", ckpts[0], "--ckpt", ckpts[1], "--cases", "oof", "--out", str(tmp_path / "oof.csv"))
+    assert result.exit_code == 0, result.output
+    oof = pd.read_csv(tmp_path / "oof.csv")
+    assert sorted(oof.case_id[:-5]) == sorted(states[0]["split"]["train"] + states[0]["split"]["val"])
+    result = run("--ckpt", ckpts[0], "--cases", "oof", "--out", str(tmp_path / "x.csv"))
+    assert result.exit_code == 3 and "missing fold(s) 1" in result.output
+    result = run("--ckpt", ckpts[0], "--ckpt", ckpts[1], "--cases", "all", "--out", str(tmp_path / "ens.csv"))
+    assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "ens.csv")) == len(oof)

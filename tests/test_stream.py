@@ -171,3 +171,15 @@ def test_validation_volumes_in_order(tiny_store, alarm):
 def test_sampler_rejects_bad_fraction():
     with pytest.raises(ValueError):
         TumourSampler((8, 8, 8), tumour_fraction=1.5)
+
+
+def test_ranks_draw_their_own_patches_and_shuffles(tiny_store):
+    ids = labelled_case_ids(tiny_store)
+    draws = []
+    for rank in (0, 1):
+        stream = PatchStream(tiny_store, ids, StreamConfig(patch_size=(16, 16, 16), workers=0), seed=0, rank=rank,
+                             world_size=2)
+        stream.queue.start_epoch(3)
+        draws.append((stream.queue.sampler.rng.random(4).tolist(), torch.rand(4, generator=stream.queue.shuffle_generator)))
+        stream.close()
+    assert draws[0][0] != draws[1][0] and not torch.equal(draws[0][1], draws[1][1])

@@ -8,16 +8,24 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
 from brats.errors import CheckpointError, ConfigError, StoreError
-from brats.trainer.checkpoint import load_checkpoint
+from brats.scoring.report import SUMMARY_ROWS
+from brats.scoring.run import ScoreConfig, run_scoring
+from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
 from brats.trainer.config import TrainConfig, load_config
-from brats.trainer.loop import run_training
-from brats.trainer.loss import deep_supervision_loss, region_targets, soft_dice_loss
+from brats.regions import region_targets
+from brats.trainer import distributed
+from brats.trainer.augment import BatchAugmenter
+from brats.trainer.loop import cosine_lr, precision, run_training
+from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
 
 from .conftest import brain_arrays, ingest_cases
@@ -33,9 +41,9 @@ def tiny(store, out, **changes) -> TrainConfig:
 def test_model_shapes_and_deep_supervision():
     model = ResUNet(ModelConfig(base_channels=4))
     outputs = model(torch.randn(2, 4, 32, 32, 32))
-    assert [tuple(o.shape) for o in outputs] == [(2, 4, 32, 32, 32), (2, 4, 16, 16, 16), (2, 4, 8, 8, 8)]
+    assert [tuple(o.shape) for o in outputs] == [(2, 3, 32, 32, 32), (2, 3, 16, 16, 16), (2, 3, 8, 8, 8)]  # WT, TC, ET
     model.eval()
-    assert model(torch.randn(1, 4, 32, 48, 16)).shape == (1, 4, 32, 48, 16)
+    assert model(torch.randn(1, 4, 32, 48, 16)).shape == (1, 3, 32, 48, 16)
     full = ResUNet()
     assert full.config.widths == [32, 64, 128, 256, 512]
     assert 22e6 < parameter_count(full) < 24e6  # the reference design's ~23 M
@@ -52,23 +60,25 @@ def test_loss_is_zero_for_a_perfect_prediction_and_behaves_on_empty_regions():
     false_positive[1, :, 0, 0, 0] = 1.0  # one voxel predicted where sample 1 has nothing
     assert 0.0 < float(soft_dice_loss(false_positive, targets)) < 0.5
     assert float(soft_dice_loss(1 - targets, targets)) > 0.5
-    logits = torch.nn.functional.one_hot(label, 4).permute(0, 4, 1, 2, 3).float() * 50
+    logits = (targets * 2 - 1) * 50  # region logits that are sure and right
     outputs = [logits, logits[..., ::2, ::2, ::2], logits[..., ::4, ::4, ::4]]
     assert float(deep_supervision_loss(outputs, label)) < 1e-6
     assert float(deep_supervision_loss([torch.zeros_like(o) for o in outputs], label)) > 0.5
 
 
 def test_gradient_accumulation_equals_the_large_batch():
+    """Exact for per-sample Dice + BCE; batch Dice (the default) is over each micro-batch instead."""
     torch.manual_seed(0)
     model = ResUNet(ModelConfig(base_channels=4))
     image = torch.randn(8, 4, 32, 32, 32)
     label = torch.randint(0, 4, (8, 32, 32, 32))
-    deep_supervision_loss(model(image), label).backward()
+    per_sample = LossConfig(batch_dice=False)
+    deep_supervision_loss(model(image), label, per_sample).backward()
     big = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     for chunk in range(4):
         part = slice(2 * chunk, 2 * chunk + 2)
-        (deep_supervision_loss(model(image[part]), label[part]) / 4).backward()
+        (deep_supervision_loss(model(image[part]), label[part], per_sample) / 4).backward()
     for g_big, p in zip(big, model.parameters()):
         torch.testing.assert_close(p.grad, g_big, rtol=1e-4, atol=1e-6)
 
@@ -77,7 +87,8 @@ def test_resume_continues_bit_for_bit(tiny_store, tmp_path):
     straight = run_training(tiny(tiny_store, tmp_path / "a", epochs=2), progress=False)
     assert straight.last_epoch == 2
     run_training(tiny(tiny_store, tmp_path / "b", epochs=2), progress=False, stop_after=1)
-    resumed = run_training(tiny(tiny_store, tmp_path / "b", epochs=2), resume=tmp_path / "b" / "last.pt",
+    # resumed with another number of loading threads: the data depends on (seed, epoch) only
+    resumed = run_training(tiny(tiny_store, tmp_path / "b", epochs=2, workers=0), resume=tmp_path / "b" / "last.pt",
                            progress=False)
     assert resumed.epochs_run == 1 and resumed.last_epoch == 2
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
@@ -97,17 +108,34 @@ def test_outputs_log_and_checkpoint_contents(tiny_store, tmp_path):
     assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = load_checkpoint(tmp_path / "best.pt")
     assert state["config"]["patch_size"] == [32, 32, 32] and state["model_config"]["base_channels"] == 4
-    assert state["split"]["val"] == ["BraTS2021_00003"] and len(state["split"]["train"]) == 3
+    assert state["split"]["val"] == ["BraTS2021_00002"] and len(state["split"]["train"]) == 3  # seeded draw
     assert json.loads((tmp_path / "train_config.json").read_text())["epochs"] == 2
     assert not list(tmp_path.glob(".*.tmp")), "no temporary checkpoint left behind"
 
 
 def test_tiny_model_learns_the_synthetic_data(tiny_store, tmp_path):
-    config = tiny(tiny_store, tmp_path, epochs=5, patches_per_epoch=64, base_channels=8, accum_steps=1, lr=1e-2)
+    """Every region is learnt on whole validation volumes, under the default cosine schedule."""
+    config = tiny(tiny_store, tmp_path, epochs=6, patches_per_epoch=64, base_channels=8, accum_steps=1, lr=1e-2,
+                  val_every=3)
     run_training(config, progress=False)
     log = pd.read_csv(tmp_path / "train_log.csv")
-    assert log["dice_wt"].max() >= 0.8, log.to_string()
-    assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
+    last = log.iloc[-1]
+    assert last.dice_wt >= 0.85 and last.dice_tc >= 0.7 and last.dice_et >= 0.6, log.to_string()
+    assert log["train_loss"].iloc[-1] < 0.5 * log["train_loss"].iloc[0]
+    assert log.lr.iloc[0] == pytest.approx(1e-2) and log.lr.iloc[-1] < 0.1 * 1e-2  # cosine towards 0
+    # The ET threshold chosen at validation is kept in the checkpoint and applied by the scorer.
+    state = load_checkpoint(tmp_path / "best.pt")
+    assert state["postprocess"]["et_min_voxels"] == log.loc[log.dice_mean.idxmax(), "et_min_voxels"]
+    state["postprocess"]["et_min_voxels"] = 10**9
+    save_checkpoint(tmp_path / "strict.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    tables = {}
+    for post in (True, False):
+        config = ScoreConfig(ckpt=str(tmp_path / "strict.pt"), cases="all", out=str(tmp_path / f"{post}.csv"),
+                             postprocess=post, device="cpu")
+        table = run_scoring(config, progress=False).table
+        tables[post] = table[~table.case_id.isin(SUMMARY_ROWS)]
+    assert tables[False].pred_vol_et.sum() > 0 and tables[True].pred_vol_et.sum() == 0
+    assert tables[True].pred_vol_tc.tolist() == tables[False].pred_vol_tc.tolist()  # ET became necrosis
 
 
 def test_case_without_tumour_trains(tmp_path):
@@ -192,8 +220,80 @@ def test_ddp_on_cpu_with_gloo(tiny_store, tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 2 and state["epoch"] == 2
     assert "x 2 processes" in proc.stderr
+    augmenters = state["augmenter"]  # each rank's own augmentation stream, saved by rank 0
+    assert len(augmenters) == 2 and not torch.equal(augmenters[0]["params"], augmenters[1]["params"])
     resumed = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
                               "--resume", str(tmp_path / "last.pt"), "--epochs", "3", "--no-progress"],
                              env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+
+
+def test_resume_with_more_epochs_follows_the_longer_cosine(tiny_store, tmp_path):
+    run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=5), progress=False)
+    before = load_checkpoint(tmp_path / "last.pt")
+    run_training(tiny(tiny_store, tmp_path, epochs=4, val_every=5), resume=tmp_path / "last.pt", progress=False)
+    after = load_checkpoint(tmp_path / "last.pt")
+    lrs = [row["lr"] for row in after["history"]]
+    assert lrs == pytest.approx([3e-3, 1.5e-3, cosine_lr(3e-3, 2, 4), cosine_lr(3e-3, 3, 4)])
+    assert lrs[2] == pytest.approx(1.5e-3) and lrs[3] > 0.1 * 3e-3  # not the finished run's lr 0
+    assert any(not torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+
+
+def test_resume_of_a_checkpoint_written_on_another_device_type(tiny_store, tmp_path, caplog):
+    """A GPU run's noise-generator and loss-scaler states cannot be loaded on a CPU: re-seeded, said once."""
+    run_training(tiny(tiny_store, tmp_path, epochs=1, val_every=5), progress=False)
+    state = load_checkpoint(tmp_path / "last.pt")
+    cpu_params = state["augmenter"][0]["params"]
+    state["augmenter"] = [{"params": cpu_params, "noise": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"}]
+    state["scaler"] = torch.amp.GradScaler("cpu", enabled=True).state_dict()  # as an fp16 GPU run writes it
+    save_checkpoint(tmp_path / "gpu.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
+    caplog.set_level("INFO", logger="brats.trainer")
+    result = run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=5), resume=tmp_path / "gpu.pt",
+                          progress=False)
+    assert result.last_epoch == 2
+    assert "augmentation noise re-seeded" in caplog.text and "loss scaler starts afresh" in caplog.text
+
+
+def test_precision_uses_native_bf16_only(monkeypatch):
+    config, cuda, cpu = TrainConfig(), torch.device("cuda", 0), torch.device("cpu")
+    emulated = lambda including_emulation=True: including_emulation  # noqa: E731  (V100, T4)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", emulated)
+    assert precision(config, cuda) == (torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # A100, H100
+    assert precision(config, cuda) == (torch.bfloat16, False)
+    assert precision(replace(config, amp=False), cuda) == (None, False)
+    assert precision(config, cpu) == (None, False)
+    assert precision(replace(config, amp=True), cpu) == (torch.bfloat16, False)
+
+
+def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match="LOCAL_RANK"):
+        distributed.start("cuda:1")
+
+
+def test_patch_too_small_for_the_bottleneck_is_refused():
+    with pytest.raises(ConfigError, match="at least 32"):
+        TrainConfig(patch_size=(16, 16, 16))
+    assert TrainConfig(patch_size=(32, 48, 32)).patch_size == (32, 48, 32)
+
+
+def test_an_error_inside_an_epoch_stops_the_data_threads(tiny_store, tmp_path, monkeypatch):
+    calls = []
+
+    def fail_on_third(self, image, label):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return image, label
+
+    monkeypatch.setattr(BatchAugmenter, "__call__", fail_on_third)
+    with pytest.raises(RuntimeError, match="simulated") as failure:
+        run_training(tiny(tiny_store, tmp_path, epochs=1, patches_per_epoch=64, workers=2), progress=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [t for t in threading.enumerate() if t.name.startswith("brats-")]:
+        time.sleep(0.1)
+    assert failure.value is not None  # the traceback (and its frames) are still held here
+    assert [t.name for t in threading.enumerate() if t.name.startswith("brats-")] == []

@@ -10,10 +10,12 @@ from .main import reports_errors
 
 
 @click.command()
-@click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="Checkpoint to predict with (best.pt).")
+@click.option("--ckpt", type=click.Path(dir_okay=False), multiple=True,
+              help="Checkpoint to predict with (best.pt); repeat it for an ensemble (mean probabilities).")
 @click.option("--store", default=None, help="Store of the cases.  [default: the checkpoint's store]")
 @click.option("--cases", default="val", show_default=True,
-              help="Store cases to predict: val (the checkpoint's validation cases), all, or a file of ids.")
+              help="Store cases to predict: val (the checkpoint's validation cases), all, a file of ids, or oof "
+                   "(with the --ckpt of every fold: each case by the fold model that held it out).")
 @click.option("--raw", type=click.Path(file_okay=False), default=None,
               help="Score raw BraTS NIfTI cases instead (validated and preprocessed as by ingest).")
 @click.option("--pred", type=click.Path(file_okay=False), default=None,
@@ -21,6 +23,8 @@ from .main import reports_errors
 @click.option("--out", default="final_scores.csv", show_default=True, help="CSV report; the plot goes next to it (.png).")
 @click.option("--overlap", type=float, default=0.5, show_default=True, help="Sliding-window overlap.")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
+@click.option("--postprocess/--no-postprocess", default=True, show_default=True,
+              help="Relabel a predicted enhancing tumour smaller than the checkpoint's threshold as necrosis.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--save-predictions", type=click.Path(file_okay=False), default=None,
               help="Write <case_id>.nii.gz segmentations in the raw geometry and label convention here.")

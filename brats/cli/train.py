@@ -44,7 +44,16 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
 @click.option("--seed", type=int, default=None, help="Seed of every random choice.  [default: 0]")
 @click.option("--val-fraction", type=float, default=None,
-              help="Last share of the sorted labelled cases held out for validation.  [default: 0.2]")
+              help="Share of the labelled cases held out for validation (a seeded draw).  [default: 0.2]")
+@click.option("--folds", type=click.IntRange(0), default=None,
+              help="K-fold cross-validation: train on all folds but --fold (seeded, disjoint, covering).  [default: 0, off]")
+@click.option("--fold", type=click.IntRange(0), default=None, help="The held-out fold, 0..folds-1.  [default: 0]")
+@click.option("--loss", type=click.Choice(["dice+bce", "dice"]), default=None,
+              help="Region soft Dice + binary cross-entropy, or the Dice alone.  [default: dice+bce]")
+@click.option("--batch-dice/--no-batch-dice", default=None,
+              help="Dice over the whole batch per region, or per sample.  [default: batch]")
+@click.option("--downsample", type=click.IntRange(1, 4), default=None,
+              help="Train and predict at 1/N resolution (2: 2 mm voxels, 8x less compute).  [default: 1]")
 @click.option("--split-file", default=None, help='JSON {"train": [ids], "val": [ids]} instead of --val-fraction.')
 @click.option("--val-every", type=click.IntRange(1), default=None, help="Validate every N epochs (and after the last).  [default: 5]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,

@@ -6,8 +6,9 @@ import numpy as np
 
 
 def unsigned_view(arr: np.ndarray) -> np.ndarray | None:
-    """A same-memory unsigned view of an integer array of at most 16 bits, or None for other types."""
-    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2:
+    """A same-memory unsigned view of a native-order integer array of at most 16 bits, or None
+    for other types (a byte-swapped array's codes would not be its values)."""
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2 or not arr.dtype.isnative:
         return None
     return arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
 

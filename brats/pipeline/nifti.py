@@ -53,6 +53,8 @@ class NiftiSource:
             raise InvalidCaseError(self.path, f"truncated: header promises {expected} bytes, file holds {len(data)}")
         arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(self.shape)), offset=offset)
         arr = arr.reshape(self.shape, order="F")
+        if not arr.dtype.isnative:  # big-endian files: every later step reads native codes
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         slope, inter = hdr.get_slope_inter()
         if slope is not None and (slope != 1 or (inter or 0) != 0):
             arr = arr * np.float32(slope) + np.float32(inter or 0)

@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 class ScoreConfig:
     """What `brats score` scores and how (saved as the report's provenance)."""
 
-    ckpt: str | None = None
+    ckpt: tuple[str, ...] = ()  # several: an ensemble (mean probabilities), or folds with cases="oof"
     store: str | None = None  # default: the store recorded in the checkpoint
-    cases: str = "val"  # val | all | a file of case ids (store cases only)
+    cases: str = "val"  # val | all | oof (each fold's cases by its own model) | a file of case ids
     raw: str | None = None
     pred: str | None = None
     out: str = "final_scores.csv"
@@ -43,6 +43,11 @@ class ScoreConfig:
     save_predictions: str | None = None
     window: tuple[int, int, int] | None = None  # default: the checkpoint's training patch size
     batch_windows: int = 2
+    postprocess: bool = True  # relabel small predicted ET as necrosis (the checkpoints' threshold)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ckpt, (str, Path)):  # one checkpoint given as a path
+            object.__setattr__(self, "ckpt", (str(self.ckpt),))
 
 
 @dataclass
@@ -59,6 +64,24 @@ class ScoreResult:
         saved = f"; {self.exported} prediction(s) saved" if self.exported else ""
         plot = f" and {self.plot}" if self.plot else ""
         return f"scored {self.scored} case(s){extra}{saved}; wrote {self.csv}{plot}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One checkpoint of the models that predict: network, its run's settings, its split and threshold."""
+
+    path: str
+    model: ResUNet
+    state: dict[str, Any]
+
+    @property
+    def et_min_voxels(self) -> int:
+        return int(self.state.get("postprocess", {}).get("et_min_voxels", 0))
+
+    @property
+    def inference_key(self) -> tuple[Any, ...]:
+        config = self.state["config"]
+        return tuple(config["patch_size"]), int(config.get("downsample", 1))
 
 
 def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNet:
@@ -81,10 +104,48 @@ def _prediction_ids(folder: str) -> list[str]:
     return ids
 
 
-def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool) -> tuple[list[str], Iterator[ScoreCase]]:
+def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
+    members = []
+    for path in paths:
+        state = load_checkpoint(path)
+        members.append(Member(str(path), load_model(state, str(path), device), state))
+    if len({m.inference_key for m in members}) > 1:
+        raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
+                          "an ensemble needs one sliding window")
+    return members
+
+
+def out_of_fold_owners(members: list[Member]) -> dict[str, Member]:
+    """Case id -> the fold model that held it out, for out-of-fold scores of a cross-validation."""
+    folds = {}
+    for m in members:
+        config = m.state["config"]
+        if not config.get("folds"):
+            raise ConfigError(f"{m.path}: not trained with --folds; out-of-fold scores need the fold checkpoints")
+        folds[m.path] = (int(config["folds"]), int(config["fold"]), int(config["seed"]), m.state.get("store"))
+    if len({(k, seed, store) for k, _, seed, store in folds.values()}) > 1:
+        raise ConfigError("the checkpoints are folds of different cross-validations (folds, seed or store differ)")
+    count = next(iter(folds.values()))[0]
+    have = sorted(f for _, f, _, _ in folds.values())
+    if have != list(range(count)):
+        missing = sorted(set(range(count)) - set(have))
+        raise ConfigError(f"out-of-fold scores need each of the {count} folds once; "
+                          + (f"missing fold(s) {', '.join(map(str, missing))}" if missing else "a fold is given twice"))
+    return {case_id: m for m in members for case_id in m.state["split"]["val"]}
+
+
+def _threshold(members: list[Member], postprocess: bool) -> int:
+    """The ET postprocessing threshold: the checkpoint's, or the median of an ensemble's members'."""
+    return int(np.median([m.et_min_voxels for m in members])) if postprocess and members else 0
+
+
+def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool,
+           validation: list[str] | None = None) -> tuple[list[str], Iterator[ScoreCase]]:
     """The cases to score: with --pred, those that have a prediction file (each needs a reference)."""
     wanted = _prediction_ids(config.pred) if config.pred else None
     if config.raw:
+        if config.cases == "oof":
+            raise ConfigError("--cases oof scores the folds' own validation cases from the store, not --raw")
         cases = raw_case_list(config.raw)
         if wanted is not None:
             by_id = {c.case_id: c for c in cases}
@@ -104,7 +165,10 @@ def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool) 
             raise StoreError(f"{store}: no reference case for the predictions {', '.join(missing[:5])}")
         ids = wanted
     else:
-        ids = select_store_cases(store, config.cases, list((state or {}).get("split", {}).get("val", [])))
+        which = "val" if config.cases == "oof" else config.cases
+        if validation is None:
+            validation = list((state or {}).get("split", {}).get("val", []))
+        ids = select_store_cases(store, which, validation)
     return ids, store_cases(store, ids, with_image=with_image)
 
 
@@ -115,24 +179,29 @@ def _reference_only(case: ScoreCase) -> ScoreCase:
 
 def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     """Predict (or read `--pred` files), score against the references, write the CSV and plot."""
-    if config.ckpt is None and config.pred is None:
+    if not config.ckpt and config.pred is None:
         raise ConfigError("give --ckpt to predict with a model, or --pred DIR to score existing segmentations")
     if config.ckpt and config.pred:
         raise ConfigError("give either --ckpt or --pred, not both")
     if not 0.0 <= config.overlap < 1.0:
         raise ConfigError(f"overlap must lie in [0, 1), not {config.overlap}")
-    state = load_checkpoint(config.ckpt) if config.ckpt else None
     device = resolve_device(config.device)
-    model = load_model(state, str(config.ckpt), device) if state is not None else None
-    window = config.window or (tuple(state["config"]["patch_size"]) if state is not None else None)
-    inference = InferenceConfig(window=window or (96, 96, 96), overlap=config.overlap, tta=config.tta,
-                                batch_windows=config.batch_windows)
-    ids, cases = _cases(config, state, with_image=model is not None)
+    members = load_members(tuple(config.ckpt), device)
+    state = members[0].state if members else None
+    owners = out_of_fold_owners(members) if config.cases == "oof" else None
+    inference = None
+    if members:
+        patch_size, downsample = members[0].inference_key
+        inference = InferenceConfig(window=config.window or patch_size, overlap=config.overlap, tta=config.tta,
+                                    batch_windows=config.batch_windows, downsample=downsample)
+    ids, cases = _cases(config, state, with_image=bool(members), validation=sorted(owners) if owners else None)
     rows, predicted_only, exported = [], [], 0
     for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
-        if model is not None:
+        if inference is not None:
             assert case.image is not None
-            prediction = predict_labels(model, case.image, inference, device).numpy()
+            chosen = [owners[case.case_id]] if owners else members
+            prediction = predict_labels([m.model for m in chosen], case.image, inference, device,
+                                        _threshold(chosen, config.postprocess)).numpy()
             if config.save_predictions:
                 save_prediction(Path(config.save_predictions), case, prediction)
                 exported += 1

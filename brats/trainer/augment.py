@@ -58,12 +58,20 @@ class BatchAugmenter:
         self.noise = (torch.Generator(device=self.device).manual_seed(seed + 1)
                       if self.device.type != "cpu" else self.params)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"params": self.params.get_state(), "noise": self.noise.get_state()}
+    def state_dict(self) -> dict[str, torch.Tensor | str]:
+        return {"params": self.params.get_state(), "noise": self.noise.get_state(), "device_type": self.device.type}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor | str]) -> bool:
+        """Restore the generators; False when the noise stream could not carry over (saved on
+        another device type, whose generator state has another form) and was re-seeded from the
+        restored parameter stream instead."""
         self.params.set_state(state["params"])
-        self.noise.set_state(state["noise"])
+        if state.get("device_type", self.device.type) == self.device.type:
+            self.noise.set_state(state["noise"])
+            return True
+        if self.noise is not self.params:
+            self.noise.manual_seed(int(torch.randint(2**62, (1,), generator=self.params.clone_state())))
+        return False
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, gen = self.config, self.params
@@ -82,7 +90,7 @@ class BatchAugmenter:
         shift = torch.where(torch.rand((batch, channels), generator=gen) < cfg.shift_prob,
                             _uniform(gen, (batch, channels), cfg.shift_range), torch.zeros(()))
         view = (batch, channels, 1, 1, 1)
-        image = image * scale.to(image.device).view(view) + shift.to(image.device).view(view)
+        image = image * self._to_device(scale).view(view) + self._to_device(shift).view(view)
         gamma = torch.where(torch.rand((batch, channels), generator=gen) < cfg.gamma_prob,
                             _uniform(gen, (batch, channels), cfg.gamma_range), torch.ones(()))
         for b, c in (gamma != 1).nonzero().tolist():
@@ -92,6 +100,12 @@ class BatchAugmenter:
             noise = torch.randn(image.shape[1:], generator=self.noise, device=self.noise.device)
             image[b] += noise.to(image.device, image.dtype) * float(stds[b])
         return image, label
+
+    def _to_device(self, values: torch.Tensor) -> torch.Tensor:
+        """Parameters drawn on the CPU, copied without a host sync (page-locked, asynchronous)."""
+        if self.device.type != "cuda":
+            return values
+        return values.pin_memory().to(self.device, non_blocking=True)
 
     @staticmethod
     def _gamma(channel: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -112,12 +126,17 @@ class BatchAugmenter:
             return image, label
         theta = torch.zeros((len(index), 3, 4))
         theta[:, :, :3] = rotation_matrices(angles[index]) / zoom[index]
-        theta = theta.to(image.device, torch.float32)
-        sub = image[index.to(image.device)].float()
-        grid = F.affine_grid(theta, list(sub.shape), align_corners=False)
-        image = image.clone()
-        label = label.clone()
-        image[index.to(image.device)] = F.grid_sample(sub, grid, mode="bilinear", align_corners=False).to(image.dtype)
-        lab = label[index.to(label.device)].unsqueeze(1).float()
-        label[index.to(label.device)] = F.grid_sample(lab, grid, mode="nearest", align_corners=False)[:, 0].to(label.dtype)
+        index = self._to_device(index)
+        warped_image, warped_label = warp(image[index], label[index], self._to_device(theta))
+        image, label = image.clone(), label.clone()
+        image[index], label[index] = warped_image.to(image.dtype), warped_label
         return image, label
+
+
+def warp(image: torch.Tensor, label: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample (B, C, x, y, z) images (trilinear) and (B, x, y, z) labels (nearest) through the
+    (B, 3, 4) affine maps `theta` of `F.affine_grid` (normalised output -> input coordinates)."""
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    warped = F.grid_sample(image.float(), grid, mode="bilinear", align_corners=False)
+    labels = F.grid_sample(label.unsqueeze(1).float(), grid, mode="nearest", align_corners=False)[:, 0]
+    return warped, labels.to(label.dtype)

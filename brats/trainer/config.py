@@ -10,6 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .augment import AugmentConfig
+from .loss import LOSSES, LossConfig
+from .model import ModelConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,11 +44,16 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.2
     split_file: str | None = None
+    folds: int = 0  # k-fold cross-validation: 0 off, else train on all folds but `fold`
+    fold: int = 0
     val_every: int = 5
     overlap: float = 0.5
     tumour_fraction: float = 0.5
     samples_per_volume: int = 8
     queue_length: int = 64
+    loss: str = "dice+bce"  # region soft Dice + binary cross-entropy; "dice" for the Dice alone
+    batch_dice: bool = True  # Dice over each (micro-)batch per region, not per sample
+    downsample: int = 1  # train and predict at 1/downsample resolution (2: 2 mm voxels)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -55,14 +62,32 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if len(self.patch_size) != 3 or any(s % 16 or s < 16 for s in self.patch_size):
-            raise ConfigError(f"patch-size must be three multiples of 16 (four 2x downsamplings), not {self.patch_size}")
+        divisor = ModelConfig().divisor
+        if len(self.patch_size) != 3 or any(s % divisor or s < 2 * divisor for s in self.patch_size):
+            raise ConfigError(f"patch-size must be three multiples of {divisor} of at least {2 * divisor} "
+                              f"(four 2x downsamplings, and a bottleneck wider than one voxel), not {self.patch_size}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.downsample not in (1, 2, 3, 4):
+            raise ConfigError(f"downsample must be 1, 2, 3 or 4, not {self.downsample}")
+        if self.folds < 0 or self.folds == 1 or (self.folds and not 0 <= self.fold < self.folds):
+            raise ConfigError(f"folds must be 0 (off) or at least 2, and fold in 0..folds-1, not folds {self.folds} "
+                              f"fold {self.fold}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val-fraction must lie in [0, 1), not {self.val_fraction}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must lie in [0, 1), not {self.overlap}")
         if self.workers < 0:
             raise ConfigError(f"workers must be 0 or more, not {self.workers}")
+
+    @property
+    def loss_config(self) -> LossConfig:
+        return LossConfig(kind=self.loss, batch_dice=self.batch_dice)
+
+    @property
+    def stream_patch_size(self) -> tuple[int, int, int]:
+        """The patch cut from the store (at its resolution): the model's patch times `downsample`."""
+        return tuple(s * self.downsample for s in self.patch_size)  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists for tuples), as saved in checkpoints and JSON."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,9 @@ def start(device_name: str) -> Runtime:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and device_name.startswith("cuda:"):
+        raise ConfigError(f"--device {device_name}: under torchrun each process uses the GPU of its LOCAL_RANK; "
+                          "give --device cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES")
     device = resolve_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1 and not dist.is_initialized():
         # Rank 0 validates while the others wait: allow for long validations.
@@ -63,6 +67,15 @@ def mean_across(runtime: Runtime, value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=runtime.device if runtime.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return float(t) / runtime.world_size
+
+
+def gather_to_main(runtime: Runtime, value: Any) -> list[Any]:
+    """Every rank's `value` (picklable, small), in rank order; every rank must call it."""
+    if not runtime.distributed:
+        return [value]
+    values: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier(runtime: Runtime) -> None:

@@ -18,8 +18,11 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import CheckpointError
 from ..faults import fault_point
+import torch.nn.functional as F
+
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import REGIONS, region_dice
+from ..regions import region_targets
 from ..store.reader import read_store_attrs
 from . import distributed
 from .augment import BatchAugmenter
@@ -27,10 +30,11 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .log import plot_curves, write_log
 from .loss import deep_supervision_loss
+from .postprocess import choose_et_threshold
 from .model import ModelConfig, ResUNet
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
-from .stream import PatchStream, StreamConfig
+from .stream import PatchBatch, PatchStream, StreamConfig
 from .volumes import iterate_volumes
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
 # Options that may differ between a checkpoint and the run resuming it (they do not change the result).
 RESUMABLE = {"epochs", "out", "workers", "device", "val_every"}
+POSTFIX_SECONDS = 10.0  # the progress bar shows the loss at most this often (each read is a device sync)
 
 
 @dataclass(frozen=True)
@@ -55,23 +60,41 @@ class TrainResult:
                 f"wrote {BEST}, {LAST}, {LOG_CSV}, {CURVES} in {self.out}")
 
 
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """The learning rate of epoch `epoch` (0-based) of `epochs`: cosine annealing from `base` to 0,
+    computed from the epoch alone, so a run resumed with more epochs follows the longer curve
+    from where it is (its lr rises from the old curve's to the new one's) instead of staying at 0."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
 def model_config(config: TrainConfig) -> ModelConfig:
     return ModelConfig(base_channels=config.base_channels)
 
 
+def inference_config(config: TrainConfig, amp: bool = True, **options: Any) -> InferenceConfig:
+    """How a model trained with `config` predicts whole volumes (validation and scoring)."""
+    return InferenceConfig(window=config.patch_size, overlap=config.overlap, amp=amp, downsample=config.downsample,
+                           **options)
+
+
 def precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a grad scaler): fp16 + scaler on CUDA GPUs without bf16,
-    bf16 where supported (same speed, no overflow), full precision on CPU unless asked."""
+    """(autocast dtype or None, use a grad scaler): bf16 on CUDA GPUs with native bf16 (Ampere and
+    later: same speed as fp16, no overflow), fp16 + scaler on older ones, full precision on CPU
+    unless asked (then bf16)."""
     amp = config.amp if config.amp is not None else device.type == "cuda"
     if not amp:
         return None, False
     if device.type == "cuda":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # not V100/T4 emulation
+        return (torch.bfloat16, False) if native_bf16 else (torch.float16, True)
     return torch.bfloat16, False
 
 
 def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> None:
     """Refuse to resume a checkpoint under settings that would change the run."""
+    if "loss" not in state["config"]:
+        raise CheckpointError(f"{path}: was trained by brats 0.1 (class head, Dice loss) and cannot be resumed by "
+                              f"this version; it can still be scored, or start a new run")
     saved = config_from_dict(state["config"], where=path).to_dict()
     conflicts = [k for k, v in config.to_dict().items() if k not in RESUMABLE and saved[k] != v]
     if conflicts:
@@ -94,44 +117,61 @@ class Trainer:
         torch.manual_seed(derive_seed(INIT, config.seed))
         self.model = ResUNet(model_config(config)).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
         self.amp_dtype, scaled = precision(config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.augmenter = BatchAugmenter(config.augment, derive_seed(AUGMENT, config.seed, runtime.rank), device)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.best: tuple[float, int] | None = None
+        self.et_min_voxels = 0  # ET postprocessing threshold, chosen at each validation
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if runtime.distributed else self.model)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, augmenters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; `augmenters` holds every rank's augmentation state (rank order)."""
         return {
             "config": self.config.to_dict(), "model_config": asdict(model_config(self.config)),
             "split": {"train": self.split.train, "val": self.split.val},
             "store": str(Path(self.config.store).resolve()), "store_params": self.store_params,
             "epoch": self.epoch, "history": self.history,
             "best": list(self.best) if self.best else None,
+            "postprocess": {"et_min_voxels": self.et_min_voxels},
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "augmenter": self.augmenter.state_dict(), "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict(),
+            "augmenter": augmenters or [self.augmenter.state_dict()], "torch_rng": torch.get_rng_state(),
             "world_size": self.runtime.world_size, "brats_version": __version__,
         }
 
     def restore(self, state: dict[str, Any], path: str) -> None:
+        """Continue from a checkpoint, also one written on another device type or number of
+        processes: what cannot carry over is started afresh, and a log line says so."""
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            if state.get("world_size", 1) == self.runtime.world_size:
-                self.augmenter.load_state_dict(state["augmenter"])
+            self._restore_scaler(state.get("scaler") or {})
+            self._restore_augmenter(state["augmenter"])
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise CheckpointError(f"{path}: does not fit this model ({str(error).splitlines()[0][:160]})") from None
-        self.scheduler.T_max = self.config.epochs
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
+        self.et_min_voxels = int(state.get("postprocess", {}).get("et_min_voxels", 0))
+
+    def _restore_scaler(self, saved: dict[str, Any]) -> None:
+        if self.scaler.is_enabled() and saved:
+            self.scaler.load_state_dict(saved)
+        elif self.scaler.is_enabled() != bool(saved):
+            log.info("the fp16 loss scaler starts afresh: the checkpoint was trained in another precision")
+
+    def _restore_augmenter(self, saved: list[dict[str, Any]] | dict[str, Any]) -> None:
+        states = saved if isinstance(saved, list) else [saved]  # brats 0.1 kept rank 0's only
+        if len(states) != self.runtime.world_size:
+            log.info("augmentation streams re-seeded per process: the checkpoint was written by %d process(es), "
+                     "this run has %d", len(states), self.runtime.world_size)
+        elif not self.augmenter.load_state_dict(states[self.runtime.rank]):
+            log.info("augmentation noise re-seeded: the checkpoint was written on %s, this run is on %s",
+                     states[self.runtime.rank].get("device_type"), self.runtime.device.type)
 
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, stream: PatchStream, progress: bool) -> dict[str, float]:
@@ -148,58 +188,82 @@ class Trainer:
         bar = tqdm(total=micro, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and self.runtime.main))
         self.optimizer.zero_grad(set_to_none=True)
-        for i in range(micro):
-            t = time.perf_counter()
-            batch = next(batches)
-            waited += time.perf_counter() - t
-            image = batch.image.to(device, non_blocking=True).float()
-            label = batch.label.to(device, non_blocking=True).long()
-            image, label = self.augmenter(image, label)
-            update = (i + 1) % cfg.accum_steps == 0
-            sync = self.net.no_sync() if self.runtime.distributed and not update else nullcontext()
-            with sync:
-                with autocast:
-                    outputs = self.net(image)
-                loss = deep_supervision_loss(outputs, label) / cfg.accum_steps
-                self.scaler.scale(loss).backward()
-            if update:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())  # read back once per epoch: no device sync per micro-batch
-            fault_point("train:step")
-            bar.update()
-            if update:
-                bar.set_postfix(loss=f"{float(losses[-1]) * cfg.accum_steps:.4f}")
-        bar.close()
-        batches.close()
+        shown = time.perf_counter()
+        try:
+            for i in range(micro):
+                t = time.perf_counter()
+                batch = next(batches)
+                waited += time.perf_counter() - t
+                update = (i + 1) % cfg.accum_steps == 0
+                losses.append(self._step(batch, update, autocast))  # read back once per epoch: no host sync
+                fault_point("train:step")
+                bar.update()
+                if update and not bar.disable and time.perf_counter() - shown > POSTFIX_SECONDS:
+                    shown = time.perf_counter()  # reading the loss syncs with the device: rarely
+                    bar.set_postfix(loss=f"{float(losses[-1]) * cfg.accum_steps:.4f}")
+        finally:  # also on an error (e.g. out of memory): stop the producer thread
+            bar.close()
+            batches.close()
         losses = [value * cfg.accum_steps for value in torch.stack(losses).double().tolist()]
         seconds = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        cuda = device.type == "cuda"
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+        reserved = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else None
         return {"train_loss": distributed.mean_across(self.runtime, sum(losses) / len(losses)),
                 "patches_per_s": micro * cfg.batch_size * self.runtime.world_size / seconds,
-                "data_wait": waited / seconds, "peak_gpu_mib": peak, "seconds": seconds}
+                "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
+                "seconds": seconds}
+
+    def _step(self, batch: PatchBatch, update: bool, autocast: Any) -> torch.Tensor:
+        """One micro-batch: augment and pool on the device, forward, backward; the optimizer
+        steps when `update`. Returns the (scaled-down) loss, still on the device."""
+        cfg, device = self.config, self.runtime.device
+        image = batch.image.to(device, non_blocking=True).float()
+        label = batch.label.to(device, non_blocking=True).long()
+        image, label = self.augmenter(image, label)
+        targets = region_targets(label)
+        if cfg.downsample > 1:
+            image = F.avg_pool3d(image, cfg.downsample)
+            targets = F.avg_pool3d(targets, cfg.downsample)  # the share of each coarse voxel in a region
+        sync = self.net.no_sync() if self.runtime.distributed and not update else nullcontext()
+        with sync:
+            with autocast:
+                outputs = self.net(image)
+            loss = deep_supervision_loss(outputs, targets, cfg.loss_config) / cfg.accum_steps
+            self.scaler.scale(loss).backward()
+        if update:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
     def validate(self, progress: bool) -> dict[str, float]:
-        """Mean Dice per region over the validation cases (sliding window on whole cases)."""
+        """Mean Dice per region over the validation cases (sliding window on whole cases, nested
+        decoding), with the ET postprocessing threshold chosen on these cases applied."""
         cfg = self.config
-        inference = InferenceConfig(window=cfg.patch_size, overlap=cfg.overlap, amp=self.amp_dtype is not None)
+        inference = inference_config(cfg, amp=self.amp_dtype is not None)
         self.model.eval()
         scores: dict[str, list[float]] = {r: [] for r in REGIONS}
+        pairs = []
         volumes = iterate_volumes(cfg.store, self.split.val, workers=1 if cfg.workers else 0)
         for volume in tqdm(volumes, total=len(self.split.val), desc="validation", unit="case", leave=False,
                            disable=not progress):
-            prediction = predict_labels(self.model, volume.image, inference, self.runtime.device)
-            for region, value in region_dice(prediction.numpy(), volume.label.numpy()).items():
+            prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
+            reference = volume.label.numpy()
+            pairs.append((prediction, reference))
+            for region, value in region_dice(prediction, reference).items():
                 scores[region].append(value)
         self.model.train()
         out = {f"dice_{r}": sum(v) / len(v) for r, v in scores.items()}
-        out["dice_mean"] = sum(out.values()) / len(REGIONS)
+        choice = choose_et_threshold(pairs)
+        self.et_min_voxels = choice.threshold
+        out["dice_et_raw"], out["dice_et"], out["et_min_voxels"] = out["dice_et"], choice.dice, choice.threshold
+        out["dice_mean"] = sum(out[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
         return out
 
 
 def _stream_config(config: TrainConfig) -> StreamConfig:
-    return StreamConfig(patch_size=config.patch_size, tumour_fraction=config.tumour_fraction,
+    return StreamConfig(patch_size=config.stream_patch_size, tumour_fraction=config.tumour_fraction,
                         samples_per_volume=config.samples_per_volume, queue_length=config.queue_length,
                         batch_size=config.batch_size, workers=config.workers)
 
@@ -221,7 +285,8 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
             if read_store_attrs(config.store) != state["store_params"]:
                 raise CheckpointError(f"{resume}: was trained on a store preprocessed differently from {config.store}")
         else:
-            split = split_cases(config.store, config.val_fraction, config.split_file)
+            split = split_cases(config.store, config.val_fraction, config.split_file, config.seed, config.folds,
+                                config.fold)
         trainer = Trainer(config, runtime, split)
         if state is not None:
             trainer.restore(state, str(resume))
@@ -246,9 +311,11 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
                          pin_memory=runtime.device.type == "cuda")
     with stream:
         while trainer.epoch < until:
-            row: dict[str, Any] = {"epoch": trainer.epoch + 1, "lr": trainer.optimizer.param_groups[0]["lr"]}
+            lr = cosine_lr(config.lr, trainer.epoch, config.epochs)
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = lr
+            row: dict[str, Any] = {"epoch": trainer.epoch + 1, "lr": lr}
             row.update(trainer.train_epoch(stream, progress))
-            trainer.scheduler.step()
             trainer.epoch += 1
             due = trainer.split.val and (trainer.epoch % config.val_every == 0 or trainer.epoch == config.epochs)
             if due and runtime.main:
@@ -256,8 +323,9 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
             distributed.barrier(runtime)
             trainer.history.append(row)
             improved = _improved(trainer, row)
+            augmenters = distributed.gather_to_main(runtime, trainer.augmenter.state_dict())
             if runtime.main:
-                _save(trainer, out, improved)
+                _save(trainer, out, improved, augmenters)
                 log.info(_summary(row, config.epochs))
     best = trainer.best
     return TrainResult(trainer.epoch - first, trainer.epoch, best[0] if best and trainer.split.val else None,
@@ -273,8 +341,8 @@ def _improved(trainer: Trainer, row: dict[str, Any]) -> bool:
     return True
 
 
-def _save(trainer: Trainer, out: Path, improved: bool) -> None:
-    state = trainer.state()
+def _save(trainer: Trainer, out: Path, improved: bool, augmenters: list[dict[str, Any]]) -> None:
+    state = trainer.state(augmenters)
     save_checkpoint(out / LAST, state)
     if improved:
         save_checkpoint(out / BEST, state)
@@ -285,6 +353,7 @@ def _save(trainer: Trainer, out: Path, improved: bool) -> None:
 def _summary(row: dict[str, Any], epochs: int) -> str:
     dice = (f"Dice WT {row['dice_wt']:.3f} TC {row['dice_tc']:.3f} ET {row['dice_et']:.3f} mean {row['dice_mean']:.3f}"
             if "dice_mean" in row else "no validation")
-    gpu = f", peak GPU {row['peak_gpu_mib']:.0f} MiB" if row.get("peak_gpu_mib") is not None else ""
+    gpu = (f", peak GPU {row['peak_gpu_mib']:.0f} MiB allocated, {row['peak_gpu_reserved_mib']:.0f} MiB reserved"
+           if row.get("peak_gpu_mib") is not None else "")
     return (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, {dice}, lr {row['lr']:.2e}, "
             f"{row['patches_per_s']:.1f} patches/s, data wait {100 * row['data_wait']:.1f}%{gpu}")

@@ -1,62 +1,84 @@
-"""Region-wise soft Dice on the nested BraTS regions, with deep supervision."""
+"""The training objective on the nested BraTS regions: soft Dice + binary cross-entropy, with deep supervision.
+
+Why both terms: a soft Dice computed per patch scores a region that is absent from the patch
+as 1 - s/(Σp + s), which is flat once a few voxels are predicted, so false positives in
+tumour-free patches (half of them) and in cases without TC/ET get almost no gradient: the
+model learns patches and marks tumour all over whole volumes. The binary cross-entropy of
+every voxel and region penalises each false positive wherever it is; the Dice, computed over
+the whole (micro-)batch per region (nnU-Net's batch Dice), keeps the region's overlap as the
+target even when the region is small. nnU-Net's region-based BraTS training uses the same pair.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..pipeline.preprocess import REGIONS
+from ..regions import region_probabilities, region_targets
 
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 SMOOTH = 1.0
+LOSSES = ("dice+bce", "dice")
 
 
-def region_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 4, ...) logits -> (B, 3, ...) soft WT, TC, ET masks: each the sum of its classes' softmax
-    probabilities (store labels, `preprocess.REGIONS`)."""
-    p = torch.softmax(logits.float(), dim=1)
-    return torch.stack([p[:, list(c)].sum(1) for c in REGIONS.values()], dim=1)
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str = "dice+bce"  # or "dice": the region soft Dice alone (brats 0.1)
+    batch_dice: bool = True  # Dice over the whole batch per region, else per sample and region
 
 
-def region_targets(label: torch.Tensor) -> torch.Tensor:
-    """(B, ...) integer labels -> (B, 3, ...) float WT, TC, ET masks."""
-    masks = [sum((label == c for c in classes), torch.zeros_like(label, dtype=torch.bool))
-             for classes in REGIONS.values()]
-    return torch.stack(masks, dim=1).float()
-
-
-def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: float = SMOOTH) -> torch.Tensor:
-    """1 - mean over samples and regions of (2·Σpt + s) / (Σp + Σt + s).
-
-    Per sample and per region, so each region is normalised by its own size and a mean over
-    micro-batches equals the loss of the whole batch (gradient accumulation is exact). The
-    smoothing term makes an empty region with an empty prediction a perfect score and an
-    empty region with false positives a loss that grows with them.
-    """
+def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: float = SMOOTH,
+                   batch_dice: bool = False) -> torch.Tensor:
+    """1 - mean over regions (and samples, unless `batch_dice`) of (2·Σpt + s) / (Σp + Σt + s)."""
     dims = tuple(range(2, probabilities.ndim))
     intersection = (probabilities * targets).sum(dims)
     total = probabilities.sum(dims) + targets.sum(dims)
+    if batch_dice:
+        intersection, total = intersection.sum(0), total.sum(0)
     return 1.0 - ((2 * intersection + smooth) / (total + smooth)).mean()
 
 
-def downsample_label(label: torch.Tensor, factor: int) -> torch.Tensor:
-    """Label at 1/factor resolution: voxel factor·i, where the stride-2 convolutions centre output i."""
+def region_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over voxels and regions (from region logits, or class logits of 0.1 models)."""
+    if logits.shape[1] == targets.shape[1]:
+        return F.binary_cross_entropy_with_logits(logits.float(), targets)
+    return F.binary_cross_entropy(region_probabilities(logits).clamp(1e-6, 1 - 1e-6), targets)
+
+
+def region_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig = LossConfig()) -> torch.Tensor:
+    """The objective at one resolution: (B, 3|4, ...) logits against (B, 3, ...) soft region targets."""
+    loss = soft_dice_loss(region_probabilities(logits), targets, batch_dice=config.batch_dice)
+    if config.kind == "dice+bce":
+        loss = loss + region_bce(logits, targets)
+    return loss
+
+
+def downsample_targets(targets: torch.Tensor, factor: int) -> torch.Tensor:
+    """Targets at 1/factor resolution: voxel factor·i, where the stride-2 convolutions centre output i."""
     if factor == 1:
-        return label
-    return label[..., ::factor, ::factor, ::factor]
+        return targets
+    return targets[..., ::factor, ::factor, ::factor]
 
 
-def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], label: torch.Tensor,
+def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor,
+                          config: LossConfig = LossConfig(),
                           weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS) -> torch.Tensor:
-    """1.0·L(full) + 0.5·L(1/2) + 0.25·L(1/4) (fewer terms if fewer heads)."""
+    """1.0·L(full) + 0.5·L(1/2) + 0.25·L(1/4) (fewer terms if fewer heads).
+
+    `targets` are (B, 3, ...) region masks (`region_targets`, soft where the input was pooled)
+    or (B, ...) integer store labels.
+    """
     if isinstance(outputs, torch.Tensor):
         outputs = [outputs]
-    total = torch.zeros((), device=label.device)
+    if targets.ndim == outputs[0].ndim - 1:
+        targets = region_targets(targets)
+    total = torch.zeros((), device=targets.device)
     for i, (logits, weight) in enumerate(zip(outputs, weights)):
-        target = downsample_label(label, 2**i)
+        target = downsample_targets(targets, 2**i)
         if target.shape[-3:] != logits.shape[-3:]:
-            target = F.interpolate(target[:, None].float(), size=logits.shape[-3:], mode="nearest")[:, 0].long()
-        total = total + weight * soft_dice_loss(region_probabilities(logits), region_targets(target))
+            target = F.interpolate(target, size=logits.shape[-3:], mode="nearest")
+        total = total + weight * region_loss(logits, target, config)
     return total

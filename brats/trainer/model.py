@@ -13,7 +13,7 @@ class ModelConfig:
     """Encoder widths are base × (1, 2, 4, 8), the bottleneck base × 16 (32-64-128-256 / 512)."""
 
     in_channels: int = 4
-    classes: int = 4
+    classes: int = 3  # one logit per region (WT, TC, ET); 4 softmax classes in brats 0.1 checkpoints
     base_channels: int = 32
     levels: int = 4
     deep_supervision: int = 2  # heads at 1/2 and 1/4 resolution

@@ -83,8 +83,8 @@ class StoreQueue(tio.Queue):
         self._incomplete_subject = None
         self._num_patches_incomplete = 0
         self.order.set_epoch(epoch)
-        self.sampler.reseed(PATCHES, self.seed, epoch)
-        self.shuffle_generator.manual_seed(derive_seed(SHUFFLE, self.seed, epoch))
+        self.sampler.reseed(PATCHES, self.seed, epoch, self.order.rank)  # each DDP rank its own draws
+        self.shuffle_generator.manual_seed(derive_seed(SHUFFLE, self.seed, epoch, self.order.rank))
         self._initialize_subjects_iterable()
 
     def close(self) -> None:

@@ -1,0 +1,201 @@
+"""The GPU checks of one session, in one command: what a first real training run on a GPU would hit.
+
+    python bench/gpu_check.py [--raw ../shared/realdata] [--minutes 6] [--device cuda]
+
+Prints one markdown table row per check (for docs/benchmarks.md, with the device named):
+ 1. the full reference model, 4 x 96^3 patches with AMP: patches/s, data wait, peak memory
+    allocated and reserved (goal: reserved <= 8 GiB), the precision chosen; with
+    cudnn.benchmark off and on;
+ 2. one epoch under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs of the step;
+ 3. fp16 + GradScaler forced for two tiny epochs: finite loss, steps not all skipped, resume;
+ 4. sliding-window prediction of a real case in fp32 and bf16: largest probability difference
+    and the Dice between the two label maps;
+ 5. a checkpoint written on the CPU resumed on the GPU;
+ 6. two identical one-epoch runs: do the weights match (exact resume on GPU)?
+ 7. the reference recipe on the real cases for `--minutes`, scored on the held-out cases of
+    bench/real.py: Dice, patches/s, data wait, peak memory.
+With `--device cpu` every check runs at toy size (to test this script without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REALDATA, machine  # noqa: E402
+from real import held_out  # noqa: E402
+
+from brats.inference import InferenceConfig, predict_probabilities  # noqa: E402
+from brats.metrics import REGIONS, region_dice  # noqa: E402
+from brats.pipeline.ingest import run_ingest  # noqa: E402
+from brats.regions import decode_regions  # noqa: E402
+from brats.scoring.run import ScoreConfig, run_scoring  # noqa: E402
+from brats.store.reader import labelled_case_ids  # noqa: E402
+from brats.trainer import loop  # noqa: E402
+from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
+from brats.trainer.config import TrainConfig  # noqa: E402
+from brats.trainer.volumes import iterate_volumes  # noqa: E402
+
+ROWS: list[tuple[str, str]] = []
+
+
+def report(check: str, result: str) -> None:
+    ROWS.append((check, result))
+    print(f"| {check} | {result} |", flush=True)
+
+
+def last_row(out: Path) -> pd.Series:
+    return pd.read_csv(out / "train_log.csv").iloc[-1]
+
+
+def throughput(store: Path, work: Path, base: TrainConfig, steps: int) -> None:
+    for bench in (False, True):
+        torch.backends.cudnn.benchmark = bench
+        config = dataclasses.replace(base, out=str(work / f"speed-{bench}"), epochs=1, val_fraction=0.0,
+                                     patches_per_epoch=steps * base.batch_size * base.accum_steps)
+        loop.run_training(config, progress=False)
+        row = last_row(Path(config.out))
+        amp, _ = loop.precision(config, torch.device(config.device))
+        memory = (f"{row.peak_gpu_mib / 1024:.2f} GiB allocated, {row.peak_gpu_reserved_mib / 1024:.2f} GiB reserved"
+                  if not pd.isna(row.peak_gpu_mib) else "CPU")
+        report(f"1. full model {base.patch_size[0]}^3 x {base.batch_size} x {base.accum_steps}, cudnn.benchmark={bench}",
+               f"{row.patches_per_s:.1f} patches/s, data wait {100 * row.data_wait:.1f}%, {memory}, "
+               f"{str(amp).removeprefix('torch.') if amp else 'fp32'}")
+    torch.backends.cudnn.benchmark = False
+
+
+def sync_debug(store: Path, work: Path, tiny: TrainConfig) -> None:
+    config = dataclasses.replace(tiny, out=str(work / "sync"), epochs=1, val_fraction=0.0)
+    if torch.device(config.device).type != "cuda":
+        report("2. host syncs in one epoch", "skipped (no CUDA)")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            loop.run_training(config, progress=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    report("2. host syncs in one epoch", f"{len(syncs)} warning(s) for {config.patches_per_epoch // config.batch_size} "
+           f"micro-batches: {'; '.join(sorted(set(syncs)))[:300] or 'none'}")
+
+
+def fp16_path(store: Path, work: Path, tiny: TrainConfig) -> None:
+    original = loop.precision
+    loop.precision = lambda config, device: (torch.float16, True) if device.type == "cuda" else original(config, device)
+    try:
+        out = work / "fp16"
+        config = dataclasses.replace(tiny, out=str(out), epochs=2, val_fraction=0.0)
+        loop.run_training(config, progress=False, stop_after=1)
+        loop.run_training(config, resume=out / "last.pt", progress=False)
+        state = load_checkpoint(out / "last.pt")
+        losses = [r["train_loss"] for r in state["history"]]
+        scale = state["scaler"].get("scale") if state["scaler"] else None
+        report("3. fp16 + GradScaler, 2 epochs with a resume", f"losses {', '.join(f'{v:.3f}' for v in losses)} "
+               f"(finite: {all(np.isfinite(losses))}), scaler scale {scale}, epoch {state['epoch']}")
+    finally:
+        loop.precision = original
+
+
+def bf16_inference(store: Path, ckpt: Path, device: str) -> None:
+    from brats.scoring.run import load_model
+
+    state = load_checkpoint(ckpt)
+    model = load_model(state, str(ckpt), torch.device(device))
+    case = next(iterate_volumes(store, labelled_case_ids(store)[:1], workers=0))
+    config = InferenceConfig(window=tuple(state["config"]["patch_size"]), downsample=state["config"]["downsample"])
+    full = predict_probabilities(model, case.image, dataclasses.replace(config, amp=False), device)
+    mixed = predict_probabilities(model, case.image, config, device)
+    dice = region_dice(decode_regions(full).cpu().numpy(), decode_regions(mixed).cpu().numpy())
+    report("4. sliding window fp32 vs autocast", f"max |p32 - p16| {float((full - mixed).abs().max()):.4f}; Dice of "
+           f"the label maps {', '.join(f'{r.upper()} {dice[r]:.4f}' for r in REGIONS)}")
+
+
+def cpu_to_gpu(store: Path, work: Path, tiny: TrainConfig) -> None:
+    out = work / "cpu-gpu"
+    loop.run_training(dataclasses.replace(tiny, out=str(out), epochs=2, device="cpu", val_fraction=0.0),
+                      progress=False, stop_after=1)
+    config = dataclasses.replace(tiny, out=str(out), epochs=2, device=tiny.device, val_fraction=0.0)
+    loop.run_training(config, resume=out / "last.pt", progress=False)
+    report("5. CPU checkpoint resumed on " + tiny.device, f"epoch {load_checkpoint(out / 'last.pt')['epoch']} of 2")
+
+
+def repeatability(store: Path, work: Path, tiny: TrainConfig) -> None:
+    states = []
+    for run in ("a", "b"):
+        config = dataclasses.replace(tiny, out=str(work / f"same-{run}"), epochs=1, val_fraction=0.0)
+        loop.run_training(config, progress=False)
+        states.append(load_checkpoint(Path(config.out) / "last.pt")["model"])
+    worst = max(float((states[0][k].float() - states[1][k].float()).abs().max()) for k in states[0])
+    report("6. two identical one-epoch runs", "weights identical" if worst == 0 else f"weights differ by up to {worst:.2e}")
+
+
+def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float) -> Path:
+    ids = labelled_case_ids(store)
+    test = held_out(ids, 6)
+    train = [c for c in ids if c not in test]
+    out = work / "reference"
+    probe = dataclasses.replace(base, out=str(out / "probe"), epochs=1, val_fraction=0.0, patches_per_epoch=64)
+    start = time.perf_counter()
+    loop.run_training(probe, progress=False)
+    per_patch = (time.perf_counter() - start) / 64
+    per_epoch = max(base.batch_size * base.accum_steps, int(minutes * 60 / per_patch / 10))
+    split = work / "split.json"
+    split.write_text(pd.Series({"train": train, "val": test[:2]}).to_json())
+    config = dataclasses.replace(base, out=str(out), epochs=10, patches_per_epoch=per_epoch, split_file=str(split),
+                                 val_every=5)
+    loop.run_training(config, progress=False)
+    log = pd.read_csv(out / "train_log.csv")
+    (work / "test.txt").write_text("\n".join(test) + "\n")
+    table = run_scoring(ScoreConfig(ckpt=(str(out / "best.pt"),), store=str(store), cases=str(work / "test.txt"),
+                                    out=str(out / "heldout.csv"), device=base.device), progress=False).table
+    mean = table[table.case_id == "Mean"].iloc[0]
+    memory = ("CPU" if log.peak_gpu_mib.isna().all() else f"peak {log.peak_gpu_mib.max() / 1024:.2f} GiB allocated / "
+              f"{log.peak_gpu_reserved_mib.max() / 1024:.2f} GiB reserved")
+    report(f"7. reference recipe, {log.seconds.sum() / 60:.1f} min, {len(test)} held-out real cases",
+           f"Dice WT {mean.dice_wt:.3f} TC {mean.dice_tc:.3f} ET {mean.dice_et:.3f}; "
+           f"{log.patches_per_s.mean():.1f} patches/s, data wait {100 * log.data_wait.mean():.1f}%, {memory}")
+    return out / "best.pt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw", default=str(REALDATA))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training time of check 7")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps of check 1")
+    args = parser.parse_args()
+    gpu = torch.device(args.device).type == "cuda"
+    name = torch.cuda.get_device_name() if gpu else "CPU (toy sizes)"
+    print(f"device: {name}; {machine()}; torch {torch.__version__}\n\n| check | result |\n|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        store = work / "store"
+        run_ingest(args.raw, store, workers=0, progress=False)
+        base = TrainConfig(store=str(store), device=args.device, workers=4 if gpu else 1)
+        if not gpu:
+            base = dataclasses.replace(base, patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1)
+        tiny = dataclasses.replace(base, patch_size=(64, 64, 64) if gpu else (32, 32, 32), base_channels=8 if gpu else 4,
+                                   batch_size=2, accum_steps=2, patches_per_epoch=32 if gpu else 8)
+        throughput(store, work, base, args.steps if gpu else 2)
+        sync_debug(store, work, tiny)
+        fp16_path(store, work, tiny)
+        cpu_to_gpu(store, work, tiny)
+        repeatability(store, work, tiny)
+        best = reference_recipe(store, work, base, args.minutes if gpu else 0.2)
+        bf16_inference(store, best, args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The nested BraTS regions as the network predicts them: probabilities, nested decoding, ET postprocessing.
+
+The network outputs one logit per region (WT, TC, ET; a sigmoid each, as nnU-Net's
+region-based training), or, for checkpoints of brats 0.1, four class logits whose softmax
+probabilities are summed per region. Either way every consumer (loss, validation, scoring,
+ensembles, exports) sees the same (3, ...) region probabilities and decodes them one way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .pipeline.preprocess import REGIONS
+
+REGION_NAMES = tuple(REGIONS)  # ("wt", "tc", "et"): the order of the network's region channels
+THRESHOLD = 0.5
+NECROSIS, EDEMA, ENHANCING = 1, 2, 3
+
+
+def region_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 3 or 4, ...) logits -> (B, 3, ...) float32 P(WT), P(TC), P(ET)."""
+    logits = logits.float()
+    if logits.shape[1] == len(REGIONS):
+        return torch.sigmoid(logits)
+    p = torch.softmax(logits, dim=1)  # four classes (brats 0.1 checkpoints)
+    return torch.stack([p[:, list(c)].sum(1) for c in REGIONS.values()], dim=1)
+
+
+def region_targets(label: torch.Tensor) -> torch.Tensor:
+    """(B, ...) integer store labels -> (B, 3, ...) float WT, TC, ET masks."""
+    masks = [torch.isin(label, torch.tensor(classes, device=label.device)) for classes in REGIONS.values()]
+    return torch.stack(masks, dim=1).float()
+
+
+def decode_regions(probabilities: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
+    """(3, ...) region probabilities -> (...) uint8 store labels, nested as the regions are:
+    WT where P(WT) > t; inside it TC where P(TC) > t; inside that ET where P(ET) > t.
+    So a voxel is tumour exactly when the WT channel says so, whatever the other channels say."""
+    wt = probabilities[0] > threshold
+    tc = wt & (probabilities[1] > threshold)
+    et = tc & (probabilities[2] > threshold)
+    labels = torch.zeros(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
+    labels[wt] = EDEMA
+    labels[tc] = NECROSIS
+    labels[et] = ENHANCING
+    return labels
+
+
+def suppress_small_et(labels: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Relabel all enhancing tumour as necrosis when there are fewer than `min_voxels` ET voxels.
+
+    A predicted ET in a case without ET scores Dice 0 under the BraTS rules, while a few
+    hundred missed voxels in a case with ET cost little: the postprocessing of the BraTS
+    winners (threshold chosen on validation cases). TC and WT are unchanged.
+    """
+    if min_voxels <= 0:
+        return labels
+    et = labels == ENHANCING
+    count = int(et.sum())
+    if 0 < count < min_voxels:
+        labels = labels.copy()
+        labels[et] = NECROSIS
+    return labels

@@ -1,0 +1,128 @@
+"""The objective, decoding, postprocessing, ensembles and folds that make whole real volumes work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brats.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
+from brats.regions import decode_regions, region_probabilities, region_targets, suppress_small_et
+from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss
+from brats.trainer.model import ModelConfig, ResUNet
+from brats.trainer.postprocess import choose_et_threshold
+from brats.trainer.split import fold_of, split_cases
+
+
+def _false_positive_gradient(config: LossConfig) -> tuple[float, float]:
+    """Gradient of the loss at one false-positive voxel of a tumour-free patch, and at one
+    missed voxel of a tumour patch, at initialisation-like logits (probability 0.5)."""
+    label = torch.zeros((2, 16, 16, 16), dtype=torch.long)
+    label[0, 4:12, 4:12, 4:12] = 2  # sample 0: oedema; sample 1: no tumour at all
+    logits = torch.zeros((2, 3, 16, 16, 16), requires_grad=True)
+    region_loss(logits, region_targets(label), config).backward()
+    grad = logits.grad.abs()
+    return float(grad[1, 0, 0, 0, 0]), float(grad[0, 0, 8, 8, 8])
+
+
+def test_false_positives_in_empty_regions_get_a_real_gradient():
+    old_fp, old_tp = _false_positive_gradient(LossConfig(kind="dice", batch_dice=False))
+    new_fp, new_tp = _false_positive_gradient(LossConfig())
+    assert old_fp < 1e-3 * old_tp  # the per-sample Dice alone: nearly nothing for a tumour-free patch
+    assert new_fp > 0.1 * new_tp  # Dice + BCE: a false positive weighs like a missed tumour voxel
+
+
+def test_a_perfect_prediction_has_the_smallest_loss():
+    label = torch.zeros((2, 16, 16, 16), dtype=torch.long)
+    label[0, 2:10, 2:10, 2:10] = 2
+    label[0, 4:8, 4:8, 4:8] = 3
+    targets = region_targets(label)
+    perfect = (targets * 2 - 1) * 20
+    outputs = [perfect, perfect[..., ::2, ::2, ::2], perfect[..., ::4, ::4, ::4]]
+    assert float(deep_supervision_loss(outputs, label)) < 1e-6
+    worse = perfect.clone()
+    worse[1, 0, 0, 0, 0] = 20  # one false positive in the tumour-free sample
+    assert float(region_loss(worse, targets)) > float(region_loss(perfect, targets)) + 1e-5
+
+
+def test_decoding_is_nested():
+    p = torch.zeros((3, 5))
+    p[:, 0] = torch.tensor([0.9, 0.9, 0.9])  # ET
+    p[:, 1] = torch.tensor([0.9, 0.9, 0.2])  # necrosis (TC, not ET)
+    p[:, 2] = torch.tensor([0.9, 0.2, 0.9])  # ET without TC: edema only
+    p[:, 3] = torch.tensor([0.2, 0.9, 0.9])  # not WT: background whatever the others say
+    p[:, 4] = torch.tensor([0.55, 0.3, 0.1])  # WT at 0.55: tumour (argmax of classes could say background)
+    assert decode_regions(p).tolist() == [3, 1, 2, 0, 2]
+    labels = decode_regions(torch.rand(3, 20, 20, 20)).numpy()
+    targets = region_targets(torch.from_numpy(labels)[None].long())[0].bool().numpy()
+    assert not (targets[2] & ~targets[1]).any() and not (targets[1] & ~targets[0]).any()
+
+
+def test_class_logits_of_old_checkpoints_give_region_probabilities():
+    logits = torch.randn(1, 4, 3, 3, 3)
+    p = torch.softmax(logits, 1)
+    regions = region_probabilities(logits)
+    torch.testing.assert_close(regions[:, 0], p[:, 1:].sum(1))
+    torch.testing.assert_close(regions[:, 1], p[:, 1] + p[:, 3])
+    torch.testing.assert_close(regions[:, 2], p[:, 3])
+
+
+def test_small_et_is_relabelled_necrosis_and_the_threshold_is_chosen_on_validation_cases():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:5, 2:5, 2:5] = 3  # 27 voxels of ET
+    assert (suppress_small_et(labels, 28) == 3).sum() == 0 and (suppress_small_et(labels, 28) == 1).sum() == 27
+    assert np.array_equal(suppress_small_et(labels, 27), labels) and np.array_equal(suppress_small_et(labels, 0), labels)
+    without_et = np.where(labels == 3, 1, labels)
+    big = np.zeros_like(labels)
+    big[1:9, 1:9, 1:9] = 3  # 512 voxels, correctly predicted
+    pairs = [(labels, without_et), (big, big)]  # a spurious small ET, and a true large one
+    choice = choose_et_threshold(pairs)
+    assert choice.threshold == 50 and choice.dice == 1.0  # the smallest candidate that removes 27 but keeps 512
+    assert choice.dice_by_threshold[0] == 0.5 and choice.dice_by_threshold[1000] == 0.5
+    assert choose_et_threshold([(big, big)]).threshold == 0  # no evidence, no postprocessing
+
+
+def test_an_ensemble_is_the_mean_of_its_members_probabilities():
+    torch.manual_seed(0)
+    members = [ResUNet(ModelConfig(base_channels=4)).eval() for _ in range(3)]
+    image = torch.randn(4, 40, 36, 32)
+    config = InferenceConfig(window=(32, 32, 32), amp=False)
+    each = [sliding_window_probabilities(m, image, config, "cpu") for m in members]
+    torch.testing.assert_close(predict_probabilities(members, image, config, "cpu"), sum(each) / 3)
+    assert torch.equal(predict_labels(members, image, config, "cpu"), decode_regions(sum(each) / 3))
+
+
+def test_downsampled_prediction_pools_the_input_and_upsamples_the_probabilities():
+    torch.manual_seed(0)
+    model = ResUNet(ModelConfig(base_channels=4)).eval()
+    image = torch.randn(4, 66, 64, 63)  # odd sizes: the last coarse voxel covers a partial block
+    config = InferenceConfig(window=(32, 32, 32), amp=False, downsample=2)
+    out = predict_probabilities(model, image, config, "cpu")
+    assert out.shape == (3, 66, 64, 63)
+    coarse = sliding_window_probabilities(model, torch.nn.functional.avg_pool3d(image[None], 2, ceil_mode=True)[0],
+                                          config, "cpu")
+    assert coarse.shape == (3, 33, 32, 32)
+    up = torch.nn.functional.interpolate(coarse[None], scale_factor=2, mode="trilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, up[:, :66, :64, :63])
+
+
+def test_folds_are_disjoint_cover_the_cases_and_are_seeded(tiny_store):
+    ids = [f"case{i:02d}" for i in range(23)]
+    folds = fold_of(ids, 5, seed=0)
+    assert sorted(folds) == sorted(ids) and set(folds.values()) == set(range(5))
+    sizes = sorted(list(folds.values()).count(k) for k in range(5))
+    assert sizes == [4, 4, 5, 5, 5]
+    assert fold_of(ids, 5, seed=0) == folds and fold_of(ids, 5, seed=1) != folds
+    splits = [split_cases(tiny_store, 0.2, folds=2, fold=k) for k in range(2)]
+    assert set(splits[0].val) | set(splits[1].val) == set(splits[0].train) | set(splits[0].val)
+    assert not set(splits[0].val) & set(splits[1].val)
+    assert all(not set(s.train) & set(s.val) for s in splits)
+
+
+def test_validation_split_is_a_seeded_draw_not_the_tail():
+    from brats.trainer.split import shuffled
+
+    ids = [f"Brats18_{site}_{i}" for site in ("2013", "CBICA", "TCIA") for i in range(10)]
+    order = shuffled(ids, 0)
+    assert sorted(order) == sorted(ids) and order != sorted(ids)
+    assert shuffled(ids, 0) == order and shuffled(list(reversed(ids)), 0) == order
