@@ -19,7 +19,7 @@ setup: $(BIN)/brats
 demo: setup
 	$(BIN)/brats synth $(DATA)/raw --cases 8
 	$(BIN)/brats ingest $(DATA)/raw --out $(DATA)/store
-	$(BIN)/brats train --config configs/demo.toml --store $(DATA)/store --out $(DATA)/run
+	$(BIN)/brats train --config configs/demo.toml --store $(DATA)/store --out $(DATA)/run --overwrite
 	$(BIN)/brats score --ckpt $(DATA)/run/best.pt --out $(DATA)/run/final_scores.csv --save-predictions $(DATA)/run/predictions
 
 test: setup

@@ -1,4 +1,4 @@
-"""Small file-system helpers shared by every stage: atomic replacement and the C library."""
+"""Small file-system helpers shared by every stage: output checks, atomic replacement, the C library."""
 
 from __future__ import annotations
 
@@ -10,6 +10,27 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def check_output(path: str | Path, what: str, folder: bool = True) -> Path:
+    """Refuse, before any work and without creating anything, an output location that cannot be
+    written: `path` (a folder, or with `folder=False` a file) exists as the wrong kind, or its
+    nearest existing ancestor is not a writable folder. Returns the absolute path."""
+    from .errors import ConfigError
+
+    path = Path(path).absolute()
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{path}: {what} must be a {'folder' if folder else 'file'}, and this is not one")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{path}: {what} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: {what} cannot be written: no write permission in {existing}")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{path}: {what} cannot be written: the file is read-only")
+    return path
 
 
 @contextmanager

@@ -8,6 +8,9 @@ ensembles, exports) sees the same (3, ...) region probabilities and decodes them
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import torch
 
@@ -29,8 +32,8 @@ def region_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 def region_targets(label: torch.Tensor) -> torch.Tensor:
     """(B, ...) integer store labels -> (B, 3, ...) float WT, TC, ET masks."""
-    masks = [torch.isin(label, torch.tensor(classes, device=label.device)) for classes in REGIONS.values()]
-    return torch.stack(masks, dim=1).float()
+    masks = [functools.reduce(operator.or_, (label == c for c in classes)) for classes in REGIONS.values()]
+    return torch.stack(masks, dim=1).float()  # comparisons with Python ints: no tensor copied to the device
 
 
 def decode_regions(probabilities: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
@@ -40,11 +43,8 @@ def decode_regions(probabilities: torch.Tensor, threshold: float = THRESHOLD) ->
     wt = probabilities[0] > threshold
     tc = wt & (probabilities[1] > threshold)
     et = tc & (probabilities[2] > threshold)
-    labels = torch.zeros(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
-    labels[wt] = EDEMA
-    labels[tc] = NECROSIS
-    labels[et] = ENHANCING
-    return labels
+    labels = torch.where(tc, NECROSIS, torch.where(wt, EDEMA, 0))
+    return torch.where(et, ENHANCING, labels).to(torch.uint8)
 
 
 def suppress_small_et(labels: np.ndarray, min_voxels: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from .files import check_output
 from .pipeline.naming import CONVENTIONS, MODALITIES
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def synth_volume(rng: np.random.Generator, shape: tuple[int, int, int], with_et:
 def synth_dataset(out_dir: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True) -> list[Path]:
     """Write `config.cases` cases in BraTS layout (one folder per case) and return their folders."""
     conv = CONVENTIONS[config.naming]
-    out = Path(out_dir)
+    out = check_output(out_dir, "the output folder")
     out.mkdir(parents=True, exist_ok=True)
     spacing = 240.0 / config.shape[0]
     affine = np.diag([-spacing, -spacing, spacing, 1.0])

@@ -211,3 +211,23 @@ def test_folds_score_out_of_fold_and_as_an_ensemble(tiny_store, tmp_path):
     assert result.exit_code == 3 and "missing fold(s) 1" in result.output
     result = run("--ckpt", ckpts[0], "--ckpt", ckpts[1], "--cases", "all", "--out", str(tmp_path / "ens.csv"))
     assert result.exit_code == 0 and len(pd.read_csv(tmp_path / "ens.csv")) == len(oof)
+
+
+def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_path):
+    """0.1 checkpoints hold a four-class softmax head and no loss setting."""
+    from dataclasses import asdict
+
+    from brats.trainer.checkpoint import save_checkpoint
+
+    config = TrainConfig(store=str(tiny_store), out=str(tmp_path), patch_size=(32, 32, 32), base_channels=4).to_dict()
+    for new in ("loss", "batch_dice", "downsample", "folds", "fold"):
+        config.pop(new)
+    model_config = ModelConfig(base_channels=4, classes=4)
+    save_checkpoint(tmp_path / "old.pt", {
+        "config": config, "model_config": asdict(model_config), "model": ResUNet(model_config).state_dict(),
+        "split": {"train": [], "val": list_case_ids(tiny_store)[:1]}, "store": str(tiny_store)})
+    result = run_scoring(ScoreConfig(ckpt=str(tmp_path / "old.pt"), out=str(tmp_path / "s.csv"), device="cpu"),
+                         progress=False)
+    assert result.scored == 1
+    with pytest.raises(CheckpointError, match="brats 0.1"):
+        run_training(TrainConfig(store=str(tiny_store)), resume=tmp_path / "old.pt")

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from brats.errors import CheckpointError, ConfigError, StoreError
+from brats.regions import region_targets
 from brats.scoring.report import SUMMARY_ROWS
 from brats.scoring.run import ScoreConfig, run_scoring
-from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
-from brats.trainer.config import TrainConfig, load_config
-from brats.regions import region_targets
 from brats.trainer import distributed
 from brats.trainer.augment import BatchAugmenter
+from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
+from brats.trainer.config import TrainConfig, load_config
 from brats.trainer.loop import cosine_lr, precision, run_training
 from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
@@ -177,9 +177,22 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(bad)
     assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint" * 8)
+    torch.save({"format": "brats-checkpoint", "version": 1, "model": {"w": torch.zeros(1000)}}, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    for damaged in ("junk.pt", "truncated.pt"):  # damage is not reported as a security refusal
+        with pytest.raises(CheckpointError, match="damaged or not a checkpoint") as error:
+            load_checkpoint(tmp_path / damaged)
+        message = str(error.value)
+        assert "refused" not in message and "\n" not in message
+        assert message.endswith(")") and (message.endswith("...)") or len(message) < 300)  # never cut mid-word
+
+
+def test_the_cpu_preset_for_real_data_loads():
+    config = load_config("configs/real-cpu.toml", {"store": "s"})
+    assert (config.downsample, config.patch_size, config.base_channels) == (1, (64, 64, 64), 8)
+    assert config.loss == "dice+bce" and config.batch_dice and config.store == "s"
 
 
 def test_toml_config_and_cli_overrides(tmp_path):
@@ -297,3 +310,17 @@ def test_an_error_inside_an_epoch_stops_the_data_threads(tiny_store, tmp_path, m
         time.sleep(0.1)
     assert failure.value is not None  # the traceback (and its frames) are still held here
     assert [t.name for t in threading.enumerate() if t.name.startswith("brats-")] == []
+
+
+def test_the_full_design_on_a_cpu_is_announced_with_its_time(tiny_store, tmp_path, monkeypatch, caplog):
+    from brats.trainer import loop
+
+    assert 10 < loop.cpu_hours_per_epoch(TrainConfig(), cores=2) < 30  # the reference design: about a day an epoch
+    assert loop.cpu_hours_per_epoch(load_config("configs/real-cpu.toml", {}), cores=2) < 0.1
+    caplog.set_level("WARNING", logger="brats.trainer")
+    run_training(tiny(tiny_store, tmp_path / "quiet", epochs=1, val_every=5), progress=False)
+    assert "no GPU" not in caplog.text
+    monkeypatch.setattr(loop, "cpu_hours_per_epoch", lambda config, cores: 18.0)
+    run_training(tiny(tiny_store, tmp_path / "loud", epochs=1, val_every=5), progress=False)
+    (line,) = [r.getMessage() for r in caplog.records if "no GPU" in r.getMessage()]
+    assert "roughly 18 h per epoch" in line and "configs/real-cpu.toml" in line

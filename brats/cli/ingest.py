@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
-from ..pipeline.ingest import run_ingest
-from .main import reports_errors
+from .common import Interrupted, progress_option, quiet_dask, reports_errors
 
 
 @click.command()
@@ -18,7 +18,7 @@ from .main import reports_errors
               help="Local Dask worker processes (default: one per core; 0: no Dask, in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Existing Dask scheduler (tcp://host:8786) or its scheduler file; workers must see RAW and --out.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option
 @reports_errors
 def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, progress: bool) -> None:
     """Validate, crop, normalise and store every new or changed case under RAW.
@@ -28,7 +28,15 @@ def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, pro
     (see ingest_report.csv in the store); 2 bad command line; 3 fatal error
     (raw folder empty, store incompatible or not writable, scheduler unreachable).
     """
-    summary = run_ingest(raw, store, workers=workers, scheduler=scheduler, progress=progress)
+    from ..pipeline.ingest import run_ingest
+
+    quiet_dask()
+    logging.getLogger("brats.pipeline.ingest.progress").setLevel(logging.INFO)  # shown off a terminal
+    try:
+        summary = run_ingest(raw, store, workers=workers, scheduler=scheduler, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the cases finished so far are in {store} (a case cut short is never kept); "
+                          "run the same command again to continue") from None
     for r in summary.results:
         if r.status in ("rejected", "failed"):
             click.echo(f"{r.status}: {r.file}: {r.problem}", err=True)

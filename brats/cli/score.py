@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..scoring.report import summary_text
-from ..scoring.run import ScoreConfig, run_scoring
-from .main import reports_errors
+from .common import Interrupted, progress_option, reports_errors
 
 
 @click.command()
@@ -28,7 +26,7 @@ from .main import reports_errors
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--save-predictions", type=click.Path(file_okay=False), default=None,
               help="Write <case_id>.nii.gz segmentations in the raw geometry and label convention here.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option
 @reports_errors
 def score(progress: bool, **options: object) -> None:
     """Predict whole volumes by sliding window and score Dice, HD95, sensitivity, specificity
@@ -38,8 +36,21 @@ def score(progress: bool, **options: object) -> None:
     brats score --ckpt best.pt                  validation cases of the checkpoint's store
     brats score --ckpt best.pt --raw DIR        raw cases, preprocessed on the fly
     brats score --pred DIR --raw DIR            other tools' segmentations, no model
+
+    \b
+    Exit codes: 0 scored; 2 bad command line (neither --ckpt nor --pred); 3 fatal error
+    (unusable checkpoint, missing cases or predictions, unwritable --out).
     """
-    result = run_scoring(ScoreConfig(**options), progress=progress)  # type: ignore[arg-type]
+    if not options["ckpt"] and not options["pred"]:
+        raise click.UsageError("give --ckpt to predict with a model, or --pred DIR to score existing segmentations")
+    from ..scoring.report import summary_text
+    from ..scoring.run import ScoreConfig, run_scoring
+
+    try:
+        result = run_scoring(ScoreConfig(**options), progress=progress)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        raise Interrupted("no score table was written (it is written whole at the end); predictions saved so far "
+                          "are complete files; run the same command again") from None
     if result.scored:
         click.echo(summary_text(result.table))
     click.echo(result.line())

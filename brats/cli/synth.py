@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..synth import SynthConfig, synth_dataset
-from .main import reports_errors
+from .common import on_terminal, reports_errors
 
 
 def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, int, int]:
@@ -28,6 +27,13 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @reports_errors
 def synth(out: str, cases: int, naming: str, shape: tuple[int, int, int], seed: int) -> None:
-    """Write CASES synthetic multi-modal cases in BraTS layout to OUT (one folder per case)."""
-    folders = synth_dataset(out, SynthConfig(cases=cases, shape=shape, naming=naming, seed=seed))
+    """Write CASES synthetic multi-modal cases in BraTS layout to OUT (one folder per case).
+
+    \b
+    Exit codes: 0 written; 2 bad command line; 3 OUT cannot be written.
+    """
+    from ..synth import SynthConfig, synth_dataset
+
+    folders = synth_dataset(out, SynthConfig(cases=cases, shape=shape, naming=naming, seed=seed),
+                            progress=on_terminal())
     click.echo(f"synth: wrote {len(folders)} cases ({naming} naming, {'x'.join(map(str, shape))}) to {out}")

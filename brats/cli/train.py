@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
 
-from ..trainer.config import load_config
-from ..trainer.loop import resume_base, run_training
-from .main import reports_errors
+from .common import Interrupted, progress_option, reports_errors
 
 
 def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
@@ -60,18 +59,32 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="TOML file of these options (names as here); options given here override it.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a run from its checkpoint (last.pt), with its settings.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints and log).")
+@progress_option
 @reports_errors
-def train(config_file: str | None, resume: str | None, progress: bool, **options: Any) -> None:
+def train(config_file: str | None, resume: str | None, overwrite: bool, progress: bool, **options: Any) -> None:
     """Train the 3D Res-UNet on the labelled cases of the store.
 
     Defaults are the reference design: 96^3 patches (half centred on tumour), encoder
     32-64-128-256 and bottleneck 512, deep supervision, region Dice on WT/TC/ET, batch 4 x 8
     accumulated steps, AdamW 1e-4, cosine schedule, 100 epochs. Keeps best.pt (by mean
     validation Dice) and last.pt (every epoch) in --out.
+
+    \b
+    Exit codes: 0 trained; 2 bad command line; 3 fatal error (empty store, no labelled case,
+    unwritable --out, --out holding another run, unusable checkpoint or config).
     """
+    from ..trainer.config import load_config
+    from ..trainer.loop import resume_base, run_training
+
     logging.getLogger("brats.trainer").setLevel(logging.INFO)
     base = resume_base(resume) if resume else None
     config = load_config(config_file, options, base)
-    result = run_training(config, resume=resume, progress=progress)
+    try:
+        result = run_training(config, resume=resume, progress=progress, overwrite=overwrite)
+    except KeyboardInterrupt:
+        last = Path(config.out).absolute() / "last.pt"
+        if last.exists():
+            raise Interrupted(f"the last finished epoch is in {last}; continue with: brats train --resume {last}") from None
+        raise Interrupted("stopped before the first epoch ended; nothing to resume, start the run again") from None
     click.echo(result.line())

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from ..store.verify import verify_store
-from .main import reports_errors
+from .common import reports_errors
 
 
 @click.command()
@@ -17,8 +16,12 @@ def verify(store: str) -> None:
     """Check that every case of STORE is complete, readable, shaped as the schema says and
     unchanged since ingest (CRC-32), and that no half-written case is left.
 
-    One line per problem; exit code 0 only when the store is clean, 1 otherwise.
+    \b
+    One line per problem. Exit codes: 0 the store is clean; 1 problems found; 2 bad command
+    line; 3 fatal error (not a brats store).
     """
+    from ..store.verify import verify_store
+
     problems = verify_store(store)
     for problem in problems:
         click.echo(problem.line())

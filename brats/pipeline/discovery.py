@@ -50,7 +50,13 @@ def unsafe_case_id_reason(case_id: str) -> str | None:
 
 def _group_files(raw_dir: Path) -> dict[tuple[Path, str], list[tuple[Convention, str, Path]]]:
     groups: dict[tuple[Path, str], list[tuple[Convention, str, Path]]] = defaultdict(list)
-    for folder, dirnames, filenames in os.walk(raw_dir):
+    seen: set[tuple[int, int]] = set()
+    for folder, dirnames, filenames in os.walk(raw_dir, followlinks=True):  # links to cases: the usual subsets
+        identity = os.stat(folder)
+        if (identity.st_dev, identity.st_ino) in seen:  # a link loop, or a folder linked twice
+            dirnames[:] = []
+            continue
+        seen.add((identity.st_dev, identity.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             parsed = parse_filename(name)

@@ -139,7 +139,30 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
     return result("ingested")
 
 
-def _run_local(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm) -> list[CaseResult]:
+progress_log = logging.getLogger(__name__ + ".progress")
+
+
+class _Progress:
+    """A bar on a terminal; otherwise a log line each tenth of the cases (for scheduled jobs' logs)."""
+
+    def __init__(self, total: int, bar: bool) -> None:
+        self.bar = tqdm(total=total, desc="ingest", unit="case", disable=not bar)
+        self.total, self.done, self.every = total, 0, max(1, total // 10)
+
+    def update(self) -> None:
+        self.bar.update()
+        self.done += 1
+        if self.bar.disable and (self.done % self.every == 0 or self.done == self.total):
+            progress_log.info("ingest: %d/%d cases processed", self.done, self.total)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _run_local(todo: list[RawCase], root: Path, config: IngestConfig, bar: _Progress) -> list[CaseResult]:
     results = []
     for raw in todo:
         results.append(ingest_case(raw, str(root), config))
@@ -147,7 +170,7 @@ def _run_local(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm)
     return results
 
 
-def _run_dask(todo: list[RawCase], root: Path, config: IngestConfig, bar: tqdm, scheduler: str | None,
+def _run_dask(todo: list[RawCase], root: Path, config: IngestConfig, bar: _Progress, scheduler: str | None,
               workers: int | None) -> list[CaseResult]:
     from distributed import as_completed
 
@@ -203,7 +226,7 @@ def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig 
             todo.append(raw)
     log.info("%d cases found, %d to process", len(cases), len(todo))
     if todo:
-        with tqdm(total=len(todo), desc="ingest", unit="case", disable=not progress) as bar:
+        with _Progress(len(todo), progress) as bar:
             if workers == 0:
                 results += _run_local(todo, root, config, bar)
             else:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from .. import __version__
 from ..errors import CheckpointError, ConfigError, StoreError
 from ..faults import fault_point
+from ..files import check_output, replaced_on_success
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import region_metrics
-from ..trainer.checkpoint import load_checkpoint
+from ..trainer.checkpoint import load_checkpoint, shortened
 from ..trainer.distributed import resolve_device
 from ..trainer.model import ModelConfig, ResUNet
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
@@ -53,17 +58,23 @@ class ScoreConfig:
 @dataclass
 class ScoreResult:
     table: pd.DataFrame
-    csv: Path
+    csv: Path | None  # None when no case had a reference to score against
     plot: Path | None
     scored: int
     predicted_only: list[str] = field(default_factory=list)
     exported: int = 0
+    predicted: bool = True  # False when existing segmentations (--pred) were scored
 
     def line(self) -> str:
-        extra = f"; {len(self.predicted_only)} case(s) without a seg predicted, not scored" if self.predicted_only else ""
+        unscored = ""
+        if self.predicted_only:
+            verb = "predicted, not scored" if self.predicted else "not scored"
+            unscored = f"; {len(self.predicted_only)} case(s) without a reference seg {verb}"
         saved = f"; {self.exported} prediction(s) saved" if self.exported else ""
+        if self.csv is None:
+            return f"scored no case: none has a reference seg{unscored}{saved}; no score table written"
         plot = f" and {self.plot}" if self.plot else ""
-        return f"scored {self.scored} case(s){extra}{saved}; wrote {self.csv}{plot}"
+        return f"scored {self.scored} case(s){unscored}{saved}; wrote {self.csv}{plot}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,7 @@ def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNe
         model = ResUNet(ModelConfig(**state["model_config"]))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: does not hold a brats model ({str(error).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{path}: does not hold a brats model ({shortened(str(error))})") from None
     return model.to(device).eval()
 
 
@@ -102,6 +113,23 @@ def _prediction_ids(folder: str) -> list[str]:
     if not ids:
         raise ConfigError(f"{folder}: holds no <case_id>.nii.gz prediction")
     return ids
+
+
+def write_provenance(path: Path, config: ScoreConfig, members: list[Member]) -> None:
+    """Beside the CSV: what produced it (checkpoints and their SHA-256, options, version, date)."""
+    checkpoints = []
+    for member in members:
+        digest = hashlib.sha256()
+        with open(member.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        checkpoints.append({"path": str(Path(member.path).resolve()), "sha256": digest.hexdigest(),
+                            "store": member.state.get("store"), "epoch": member.state.get("epoch"),
+                            "et_min_voxels": member.et_min_voxels})
+    record = {"brats_version": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "checkpoints": checkpoints, "options": asdict(config)}
+    with replaced_on_success(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
@@ -185,6 +213,9 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
         raise ConfigError("give either --ckpt or --pred, not both")
     if not 0.0 <= config.overlap < 1.0:
         raise ConfigError(f"overlap must lie in [0, 1), not {config.overlap}")
+    check_output(config.out, "--out", folder=False)  # before hours of prediction, not after
+    if config.save_predictions:
+        check_output(config.save_predictions, "--save-predictions")
     device = resolve_device(config.device)
     members = load_members(tuple(config.ckpt), device)
     state = members[0].state if members else None
@@ -216,11 +247,12 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
             continue
         rows.append({"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)})
         fault_point("score:case")
-    out = Path(config.out)
     table = score_table(rows)
+    if not rows:  # predictions only: an empty table would read as a result
+        return ScoreResult(table, None, None, 0, predicted_only, exported, inference is not None)
+    out = Path(config.out)
     write_table(table, out)
-    plot = None
-    if rows:
-        plot = out.with_suffix(".png")
-        plot_dice(table, plot)
-    return ScoreResult(table, out, plot, len(rows), predicted_only, exported)
+    write_provenance(out.with_suffix(".json"), config, members)
+    plot = out.with_suffix(".png")
+    plot_dice(table, plot)
+    return ScoreResult(table, out, plot, len(rows), predicted_only, exported, inference is not None)

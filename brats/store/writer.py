@@ -43,6 +43,9 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
     mismatch is an error rather than a partial re-ingest.
     """
     root = Path(root)
+    foreign = root.is_dir() and any(p.name not in STORE_ENTRIES for p in root.iterdir())
+    if foreign and _read_root_attrs(root) is None:
+        _refuse_foreign(root)  # before anything is created in a folder that is not ours
     try:
         root.mkdir(parents=True, exist_ok=True)
         for d in (layout.locks_dir(root), layout.staging_dir(root), layout.trash_dir(root)):
@@ -54,10 +57,7 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
     with store_lock(root):
         attrs = _read_root_attrs(root)
         if attrs is None:
-            if (root / "zarr.json").exists():
-                raise StoreError(f"{root}: a Zarr store not written by brats")
-            if any(p.name not in {".locks", ".staging", ".trash"} for p in root.iterdir()):
-                raise StoreError(f"{root}: folder is not empty and is not a brats store")
+            _refuse_foreign(root)  # again under the lock: another process may have written meanwhile
             zarr.open_group(str(layout.cases_dir(root)), mode="a")
             group = zarr.open_group(str(root), mode="a")  # "w" would wipe the folder, held locks included
             group.attrs[layout.ROOT_ATTR] = {"schema_version": layout.SCHEMA_VERSION, "ingest_config": ingest_config}
@@ -71,6 +71,17 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
             raise StoreMismatchError(f"{root}: store was ingested with other parameters {attrs.get('ingest_config')}; "
                                      "use the same options or a new folder")
     return root
+
+
+# What a store (or one another run is creating right now) may hold at its top level.
+STORE_ENTRIES = {".locks", ".staging", ".trash", "cases", "zarr.json", "index.csv", "ingest_report.csv"}
+
+
+def _refuse_foreign(root: Path) -> None:
+    if (root / "zarr.json").exists():
+        raise StoreError(f"{root}: a Zarr store not written by brats")
+    if any(p.name not in {".locks", ".staging", ".trash"} for p in root.iterdir()):
+        raise StoreError(f"{root}: folder is not empty and is not a brats store")
 
 
 def checksum(arr: np.ndarray) -> str:

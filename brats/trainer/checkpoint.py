@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,41 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         fault_point("checkpoint:tmp-written")
 
 
+# What torch.save itself pickles (tensor rebuilding, ordered dicts).
+SAFE_CALLABLES = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"}
+
+
+def pickled_callables(path: Path) -> set[str]:
+    """The `module.name` globals a pickle (or a torch zip checkpoint's data.pkl) would import,
+    read opcode by opcode without executing anything; empty when the stream cannot be read."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        found, strings = set(), []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                found.add(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.add(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # noqa: BLE001 - a damaged stream fails in many ways; it then shows no code
+        return set()
+
+
+def shortened(message: str, limit: int = 160) -> str:
+    """The first line of a message, cut at a word boundary (with "...") when longer than `limit`."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load with `weights_only=True`: tensors and plain containers only. A checkpoint is
     untrusted input; one that carries pickled code is refused, not run."""
@@ -40,10 +77,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: refused: holds objects other than tensors and plain values "
-                              f"({str(error).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0][:120]})") from None
+        code = pickled_callables(path) - SAFE_CALLABLES
+        if code:  # classes or functions to call on loading: never run
+            raise CheckpointError(f"{path}: refused: carries pickled code, not only tensors and plain values "
+                                  f"({', '.join(sorted(code)[:3])})") from None
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({shortened(str(error))})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as error:
+        raise CheckpointError(f"{path}: damaged or not a checkpoint: cannot be read "
+                              f"({shortened(str(error)) or type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a brats checkpoint")
     if state.get("version") != VERSION:

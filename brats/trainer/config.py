@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -127,14 +128,16 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """`base` (the defaults), then the TOML file (if any), then the options given on the command line."""
+    """`base` (the defaults), then the config file (if any: TOML, or the JSON `train_config.json` a
+    run writes), then the options given on the command line."""
     config = base or TrainConfig()
     if path is not None:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            text = Path(path).read_text()
+            data = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
         except OSError as error:
             raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error})") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'TOML'} ({error})") from None
         config = config_from_dict(data, config, str(path))
     return config_from_dict({k: v for k, v in overrides.items() if v is not None}, config, "options")

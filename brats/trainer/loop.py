@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -12,26 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
+from ..files import check_output
 from ..faults import fault_point
-import torch.nn.functional as F
-
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import REGIONS, region_dice
 from ..regions import region_targets
-from ..store.reader import read_store_attrs
+from ..store.reader import labelled_case_ids, read_store_attrs
 from . import distributed
 from .augment import BatchAugmenter
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, shortened
 from .config import TrainConfig, config_from_dict
 from .log import plot_curves, write_log
 from .loss import deep_supervision_loss
-from .postprocess import choose_et_threshold
 from .model import ModelConfig, ResUNet
+from .postprocess import choose_et_threshold
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
 from .stream import PatchBatch, PatchStream, StreamConfig
@@ -40,8 +42,9 @@ from .volumes import iterate_volumes
 log = logging.getLogger(__name__)
 
 BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
-# Options that may differ between a checkpoint and the run resuming it (they do not change the result).
-RESUMABLE = {"epochs", "out", "workers", "device", "val_every"}
+# Options that may differ between a checkpoint and the run resuming it (they do not change the result;
+# another store must hold the same cases preprocessed the same way, which is checked).
+RESUMABLE = {"epochs", "out", "workers", "device", "val_every", "store"}
 POSTFIX_SECONDS = 10.0  # the progress bar shows the loss at most this often (each read is a device sync)
 
 
@@ -58,6 +61,17 @@ class TrainResult:
                 if self.best_dice is not None else "no validation")
         return (f"trained {self.epochs_run} epoch(s), now at epoch {self.last_epoch}; {best}; "
                 f"wrote {BEST}, {LAST}, {LOG_CSV}, {CURVES} in {self.out}")
+
+
+# Forward and backward of one 96^3 patch through the full model (base 32), fp32, 2 CPU cores
+# (docs/benchmarks.md, bench/train.py); the cost grows with base width squared and patch volume.
+CPU_SECONDS_PER_REFERENCE_PATCH = 14.0
+
+
+def cpu_hours_per_epoch(config: TrainConfig, cores: int) -> float:
+    """A rough CPU time of one epoch, to warn before a run that would take days."""
+    scale = (config.base_channels / 32) ** 2 * math.prod(config.patch_size) / 96**3
+    return config.patches_per_epoch * CPU_SECONDS_PER_REFERENCE_PATCH * scale * 2 / max(cores, 1) / 3600
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -103,8 +117,11 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> No
 
 
 def resume_base(path: str | Path) -> TrainConfig:
-    """The config a checkpoint was trained with (the base for options given when resuming)."""
-    return config_from_dict(load_checkpoint(path)["config"], where=str(path))
+    """The config a checkpoint was trained with (the base for options given when resuming), with
+    the absolute store path it recorded, so a run resumes from any working directory."""
+    state = load_checkpoint(path)
+    config = config_from_dict(state["config"], where=str(path))
+    return dataclasses.replace(config, store=state.get("store") or config.store)
 
 
 class Trainer:
@@ -153,7 +170,7 @@ class Trainer:
             self._restore_augmenter(state["augmenter"])
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, RuntimeError, ValueError) as error:
-            raise CheckpointError(f"{path}: does not fit this model ({str(error).splitlines()[0][:160]})") from None
+            raise CheckpointError(f"{path}: does not fit this model ({shortened(str(error))})") from None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
         self.et_min_voxels = int(state.get("postprocess", {}).get("et_min_voxels", 0))
@@ -269,12 +286,15 @@ def _stream_config(config: TrainConfig) -> StreamConfig:
 
 
 def run_training(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
-                 stop_after: int | None = None) -> TrainResult:
+                 stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
     """Train from `config.store` into `config.out`; with `resume`, continue that checkpoint exactly.
 
     `stop_after` ends this call after that epoch (a time-boxed job); resuming finishes the run
-    exactly as if it had not stopped.
+    exactly as if it had not stopped. A new run refuses an `out` that holds another run's
+    checkpoints unless `overwrite`.
     """
+    out = check_output(config.out, "--out")
+    config = dataclasses.replace(config, store=str(Path(config.store).absolute()), out=str(out))  # as recorded
     state = load_checkpoint(resume) if resume else None
     if state is not None:
         check_resumable(state, config, str(resume))
@@ -282,17 +302,29 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
     try:
         if state is not None:
             split = Split(list(state["split"]["train"]), list(state["split"]["val"]))
-            if read_store_attrs(config.store) != state["store_params"]:
-                raise CheckpointError(f"{resume}: was trained on a store preprocessed differently from {config.store}")
+            _check_same_store(config.store, state, split, str(resume))
         else:
             split = split_cases(config.store, config.val_fraction, config.split_file, config.seed, config.folds,
                                 config.fold)
+            if not overwrite and any((out / name).exists() for name in (LAST, BEST)):
+                raise ConfigError(f"{out}: holds another run ({LAST}); continue it with --resume {out / LAST}, "
+                                  "replace it with --overwrite, or give another --out")
         trainer = Trainer(config, runtime, split)
         if state is not None:
             trainer.restore(state, str(resume))
         return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
     finally:
         distributed.stop(runtime)
+
+
+def _check_same_store(store: str, state: dict[str, Any], split: Split, path: str) -> None:
+    """A resumed run may read another copy of its store: same preprocessing, same labelled cases."""
+    if read_store_attrs(store) != state["store_params"]:
+        raise CheckpointError(f"{path}: was trained on a store preprocessed differently from {store}")
+    missing = sorted(set(split.train + split.val) - set(labelled_case_ids(store)))
+    if missing:
+        raise CheckpointError(f"{path}: {store} lacks {len(missing)} of the run's cases ({', '.join(missing[:3])}); "
+                              "resume with the store it was trained on")
 
 
 def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
@@ -305,6 +337,10 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
                  len(trainer.split.val), "AMP " + str(trainer.amp_dtype).removeprefix("torch.")
                  if trainer.amp_dtype else "full precision", runtime.device,
                  f" x {runtime.world_size} processes" if runtime.distributed else "")
+    hours = cpu_hours_per_epoch(config, os.cpu_count() or 1)
+    if runtime.main and runtime.device.type == "cpu" and hours >= 1:
+        log.warning("no GPU: this model and patch size take roughly %.0f h per epoch on this CPU; for real data "
+                    "on a CPU use --config configs/real-cpu.toml (about 40 min in all on 2 cores), or a GPU", hours)
     first = trainer.epoch
     stream = PatchStream(config.store, trainer.split.train, _stream_config(config), seed=config.seed,
                          rank=runtime.rank, world_size=runtime.world_size,

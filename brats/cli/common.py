@@ -1,0 +1,83 @@
+"""What every verb of the command line shares: one-line errors, progress bars, logging."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..errors import BratsError
+
+EXIT_FATAL = 3
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM, with what the user can do next (one line)."""
+
+
+def stop_on_sigterm() -> None:
+    """A batch scheduler's SIGTERM stops a verb the way Ctrl-C does (cleanly, one line)."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+_VERBOSE = [0]
+
+
+def on_terminal() -> bool:
+    """Progress bars only where a person watches: redirected to a file they are noise."""
+    return sys.stderr.isatty()
+
+
+def _progress_default(ctx: click.Context, param: click.Parameter, value: bool | None) -> bool:
+    return on_terminal() if value is None else value
+
+
+progress_option = click.option("--progress/--no-progress", default=None, callback=_progress_default,
+                               help="Progress bars.  [default: only when stderr is a terminal]")
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _VERBOSE[0] = verbose
+
+
+def quiet_dask() -> None:
+    """Dask's loggers are configured when it is imported (by the verbs that use it, not by
+    `--help`): quiet them unless -vv."""
+    import distributed  # noqa: F401
+
+    logging.getLogger("distributed").setLevel(logging.DEBUG if _VERBOSE[0] > 1 else logging.ERROR)
+
+
+def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a BratsError or an OSError into one line on stderr and exit code 3."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BratsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FATAL)
+        except OSError as exc:  # the file system said no (full disk, permissions): one line, not a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(EXIT_FATAL)
+        except Interrupted as exc:
+            click.echo(f"interrupted: {exc}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing half-written was kept; run the same command again to continue", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper
