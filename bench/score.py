@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, raw_dataset  # noqa: E402
 
-from brats.inference import InferenceConfig, sliding_window_probabilities  # noqa: E402
+from brats.inference import InferenceConfig, cuda_autocast_dtype, sliding_window_probabilities  # noqa: E402
 from brats.regions import decode_regions, region_probabilities  # noqa: E402
 from brats.pipeline.ingest import run_ingest  # noqa: E402
 from brats.store.reader import labelled_case_ids  # noqa: E402
@@ -64,8 +64,7 @@ def main() -> None:
     window = (args.window,) * 3
     amp = device.type == "cuda"
     config = InferenceConfig(window=window, overlap=0.5, batch_windows=args.batch_windows, amp=amp)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16 if amp and torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16,
-                              enabled=amp)
+    autocast = torch.autocast("cuda", dtype=cuda_autocast_dtype() if amp else torch.float16, enabled=amp)
 
     def monai_predict(image: torch.Tensor) -> torch.Tensor:
         def predictor(x: torch.Tensor) -> torch.Tensor:

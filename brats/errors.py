@@ -1,4 +1,4 @@
-"""Exception types: each names what went wrong in words a user can act on."""
+"""Exception types, each naming what went wrong in words a user can act on, and how messages are cut."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ class ConfigError(BratsError):
 
 class CheckpointError(BratsError):
     """A checkpoint is missing, unreadable, unsafe, or does not fit the requested run."""
+
+
+def shortened(message: str, limit: int = 160) -> str:
+    """The first line of a message, cut at a word boundary (with "...") when longer than `limit`."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."

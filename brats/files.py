@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def check_output(path: str | Path, what: str, folder: bool = True) -> Path:
     """Refuse, before any work and without creating anything, an output location that cannot be
     written: `path` (a folder, or with `folder=False` a file) exists as the wrong kind, or its
     nearest existing ancestor is not a writable folder. Returns the absolute path."""
-    from .errors import ConfigError
-
     path = Path(path).absolute()
     if path.exists() and path.is_dir() != folder:
         raise ConfigError(f"{path}: {what} must be a {'folder' if folder else 'file'}, and this is not one")

@@ -34,6 +34,12 @@ class InferenceConfig:
     downsample: int = 1  # the model works at 1/downsample resolution
 
 
+def cuda_autocast_dtype() -> torch.dtype:
+    """bf16 on GPUs with native bf16 (Ampere and later: no overflow, same speed), else fp16; emulated
+    bf16 (V100, T4) is slow, so it does not count."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
     """Separable Gaussian importance map (sigma window/8, peak 1 at the centre), clamped to at least 1e-3."""
     weights = torch.ones((), device=device)
@@ -77,7 +83,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
               for c in window_starts(full[2], config.window[2], config.overlap)]
     total: torch.Tensor | None = None
     norm = torch.zeros(full, device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16)
+    autocast = (torch.autocast("cuda", dtype=cuda_autocast_dtype())
                 if config.amp and device.type == "cuda" else nullcontext())
     mirrorings = _mirrorings(config.tta)
     for i in range(0, len(starts), config.batch_windows):

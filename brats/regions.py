@@ -16,7 +16,6 @@ import torch
 
 from .pipeline.preprocess import REGIONS
 
-REGION_NAMES = tuple(REGIONS)  # ("wt", "tc", "et"): the order of the network's region channels
 THRESHOLD = 0.5
 NECROSIS, EDEMA, ENHANCING = 1, 2, 3
 

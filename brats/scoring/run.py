@@ -17,12 +17,12 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, StoreError
+from ..errors import CheckpointError, ConfigError, StoreError, shortened
 from ..faults import fault_point
 from ..files import check_output, replaced_on_success
 from ..inference import InferenceConfig, predict_labels
 from ..metrics import region_metrics
-from ..trainer.checkpoint import load_checkpoint, shortened
+from ..trainer.checkpoint import load_checkpoint
 from ..trainer.distributed import resolve_device
 from ..trainer.model import ModelConfig, ResUNet
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
@@ -132,11 +132,17 @@ def write_provenance(path: Path, config: ScoreConfig, members: list[Member]) -> 
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
+# What a checkpoint holds only to resume training (the weights live in the rebuilt model).
+TRAINING_STATE = ("model", "optimizer", "scaler", "augmenter", "torch_rng", "history")
+
+
 def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
     members = []
     for path in paths:
         state = load_checkpoint(path)
-        members.append(Member(str(path), load_model(state, str(path), device), state))
+        model = load_model(state, str(path), device)
+        settings = {k: v for k, v in state.items() if k not in TRAINING_STATE}  # an ensemble keeps no optimizer
+        members.append(Member(str(path), model, settings))
     if len({m.inference_key for m in members}) > 1:
         raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
                           "an ensemble needs one sliding window")

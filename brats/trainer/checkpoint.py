@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shortened
 from ..faults import fault_point
 from ..files import replaced_on_success
 
@@ -58,14 +58,6 @@ def pickled_callables(path: Path) -> set[str]:
         return found
     except Exception:  # noqa: BLE001 - a damaged stream fails in many ways; it then shows no code
         return set()
-
-
-def shortened(message: str, limit: int = 160) -> str:
-    """The first line of a message, cut at a word boundary (with "...") when longer than `limit`."""
-    line = message.strip().splitlines()[0] if message.strip() else ""
-    if len(line) <= limit:
-        return line
-    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -19,16 +19,16 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, shortened
 from ..files import check_output
 from ..faults import fault_point
-from ..inference import InferenceConfig, predict_labels
+from ..inference import InferenceConfig, cuda_autocast_dtype, predict_labels
 from ..metrics import REGIONS, region_dice
 from ..regions import region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
 from . import distributed
 from .augment import BatchAugmenter
-from .checkpoint import load_checkpoint, save_checkpoint, shortened
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict
 from .log import plot_curves, write_log
 from .loss import deep_supervision_loss
@@ -99,8 +99,8 @@ def precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | 
     if not amp:
         return None, False
     if device.type == "cuda":
-        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)  # not V100/T4 emulation
-        return (torch.bfloat16, False) if native_bf16 else (torch.float16, True)
+        dtype = cuda_autocast_dtype()
+        return dtype, dtype == torch.float16  # fp16 needs the loss scaler
     return torch.bfloat16, False
 
 

@@ -41,18 +41,11 @@ def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: f
     return 1.0 - ((2 * intersection + smooth) / (total + smooth)).mean()
 
 
-def region_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over voxels and regions (from region logits, or class logits of 0.1 models)."""
-    if logits.shape[1] == targets.shape[1]:
-        return F.binary_cross_entropy_with_logits(logits.float(), targets)
-    return F.binary_cross_entropy(region_probabilities(logits).clamp(1e-6, 1 - 1e-6), targets)
-
-
 def region_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig = LossConfig()) -> torch.Tensor:
-    """The objective at one resolution: (B, 3|4, ...) logits against (B, 3, ...) soft region targets."""
+    """The objective at one resolution: (B, 3, ...) region logits against (B, 3, ...) soft region targets."""
     loss = soft_dice_loss(region_probabilities(logits), targets, batch_dice=config.batch_dice)
     if config.kind == "dice+bce":
-        loss = loss + region_bce(logits, targets)
+        loss = loss + F.binary_cross_entropy_with_logits(logits.float(), targets)  # mean over voxels and regions
     return loss
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..metrics import dice, region_mask
-from ..regions import suppress_small_et
 
 # Candidate minimum ET sizes in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
 # BraTS 2021 winner used 200.
@@ -28,9 +27,13 @@ def choose_et_threshold(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     ties go to the smallest (0 when it does not help, so nothing is changed without evidence)."""
     if not pairs:
         return ThresholdChoice(0, float("nan"), {})
-    means = {}
-    for threshold in candidates:
-        scores = [dice(region_mask(suppress_small_et(p, threshold), "et"), region_mask(r, "et")) for p, r in pairs]
-        means[int(threshold)] = float(np.mean(scores))
+    # Per case `regions.suppress_small_et` has two outcomes: the ET kept as predicted, or all of it
+    # relabelled (Dice 1 when the reference has no ET, else 0) when 0 < predicted voxels < threshold.
+    cases = []
+    for prediction, reference in pairs:
+        predicted, referenced = region_mask(prediction, "et"), region_mask(reference, "et")
+        cases.append((int(predicted.sum()), dice(predicted, referenced), 0.0 if referenced.any() else 1.0))
+    means = {int(t): float(np.mean([removed if 0 < count < t else kept for count, kept, removed in cases]))
+             for t in candidates}
     best = max(means, key=lambda t: (means[t], -t))
     return ThresholdChoice(best, means[best], means)
