@@ -109,7 +109,7 @@ def fp16_path(store: Path, work: Path, tiny: TrainConfig) -> None:
 
 
 def bf16_inference(store: Path, ckpt: Path, device: str) -> None:
-    from brats.scoring.run import load_model
+    from brats.scoring.models import load_model
 
     state = load_checkpoint(ckpt)
     model = load_model(state, str(ckpt), torch.device(device))

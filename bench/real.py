@@ -43,7 +43,8 @@ def run(args: list[str]) -> None:
 
 def summary(csv: Path) -> pd.DataFrame:
     table = pd.read_csv(csv)
-    return table.set_index("case_id")[[f"{m}_{r}" for m in ("dice", "hd95") for r in ("wt", "tc", "et")]]
+    columns = [f"{m}_{r}" for m in ("dice", "hd95", "lw_dice", "lw_hd95") for r in ("wt", "tc", "et")]
+    return table.set_index("case_id")[columns].rename(columns=lambda c: c.replace("lw_", "lw"))
 
 
 def main() -> None:
@@ -85,9 +86,14 @@ def main() -> None:
     print(f"training: {len(log)} epochs, {log.seconds.sum() / 60:.1f} min of training (validation excluded), "
           f"{log.patches_per_s.mean():.2f} patches/s; best.pt from epoch "
           f"{int(log.loc[log.dice_mean.idxmax(), 'epoch'])} (validation mean Dice {log.dice_mean.max():.3f})")
+    best = log.loc[log.dice_mean.idxmax()]
+    if "min_voxels_wt" in log:
+        print("postprocessing chosen on the validation cases: minimum components WT/TC/ET "
+              f"{best.min_voxels_wt:.0f}/{best.min_voxels_tc:.0f}/{best.min_voxels_et:.0f} voxels, "
+              f"ET threshold {best.et_min_voxels:.0f}")
     for post, (table, seconds) in results.items():
-        print(f"\nheld-out cases, {post} ({seconds:.0f} s to score):")
-        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+        print(f"\nheld-out cases, {post} ({seconds:.0f} s to score): legacy, then lesion-wise (lw)")
+        print(table.to_string(float_format=lambda v: f"{v:.3f}", line_width=200))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ so predictions can be checked against it; windows are batched, run under autocas
 and only region probabilities (`regions.region_probabilities`) are accumulated. A model
 trained at 1/`downsample` resolution sees the average-pooled volume, and its probabilities
 are upsampled trilinearly; an ensemble averages its members' probabilities; labels are the
-nested decoding of the probabilities, with the enhancing-tumour postprocessing.
+nested decoding of the probabilities, then the postprocessing chosen in training.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .regions import decode_regions, region_probabilities, suppress_small_et
+from .regions import Postprocessing, decode_regions, region_probabilities
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], image: torch.
 
 
 def predict_labels(models: nn.Module | Sequence[nn.Module], image: torch.Tensor, config: InferenceConfig,
-                   device: torch.device | str, et_min_voxels: int = 0) -> torch.Tensor:
+                   device: torch.device | str, postprocessing: Postprocessing = Postprocessing()) -> torch.Tensor:
     """Store labels (x, y, z) uint8 on CPU: nested decoding of the (ensemble's) region probabilities,
-    then enhancing tumour below `et_min_voxels` relabelled necrosis (0: no postprocessing)."""
+    then the postprocessing (none by default)."""
     labels = decode_regions(predict_probabilities(models, image, config, device)).cpu()
-    return torch.from_numpy(suppress_small_et(labels.numpy(), et_min_voxels))
+    return torch.from_numpy(postprocessing.apply(labels.numpy()))

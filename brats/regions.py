@@ -1,4 +1,4 @@
-"""The nested BraTS regions as the network predicts them: probabilities, nested decoding, ET postprocessing.
+"""The nested BraTS regions as the network predicts them: probabilities, nested decoding, postprocessing.
 
 The network outputs one logit per region (WT, TC, ET; a sigmoid each, as nnU-Net's
 region-based training), or, for checkpoints of brats 0.1, four class logits whose softmax
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import operator
+from dataclasses import dataclass
+from typing import Any
 
+import cc3d
 import numpy as np
 import torch
 
@@ -61,3 +64,52 @@ def suppress_small_et(labels: np.ndarray, min_voxels: int) -> np.ndarray:
         labels = labels.copy()
         labels[et] = NECROSIS
     return labels
+
+
+# What a removed component of each region becomes: WT -> background, TC -> edema, ET -> necrosis,
+# so the regions stay nested.
+REMOVED_BECOMES = {"wt": 0, "tc": EDEMA, "et": NECROSIS}
+
+
+def remove_small_components(labels: np.ndarray, region: str, min_voxels: int) -> np.ndarray:
+    """Remove the 26-connected components of `region` smaller than `min_voxels` (see REMOVED_BECOMES).
+
+    Stray blobs far from the tumour each count as a false-positive lesion under the BraTS 2023
+    lesion-wise rules (Dice 0, HD95 374), however small.
+    """
+    if min_voxels <= 1:
+        return labels
+    mask = np.isin(labels, REGIONS[region])
+    components = cc3d.connected_components(mask, connectivity=26)
+    small = np.bincount(components.ravel()) < min_voxels
+    small[0] = False
+    drop = small[components]
+    if not drop.any():
+        return labels
+    labels = labels.copy()
+    labels[drop] = REMOVED_BECOMES[region]
+    return labels
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """What happens to decoded labels, in order: components smaller than `min_component_voxels`
+    removed per region (WT, then TC, then ET), then all ET relabelled necrosis when there is less
+    than `et_min_voxels` of it. Chosen on the validation cases and kept in the checkpoint."""
+
+    min_component_voxels: tuple[int, int, int] = (0, 0, 0)  # WT, TC, ET
+    et_min_voxels: int = 0
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any] | None) -> "Postprocessing":
+        saved = saved or {}
+        return cls(tuple(int(v) for v in saved.get("min_component_voxels", (0, 0, 0))),  # type: ignore[arg-type]
+                   int(saved.get("et_min_voxels", 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_component_voxels": list(self.min_component_voxels), "et_min_voxels": self.et_min_voxels}
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        for region, min_voxels in zip(REGIONS, self.min_component_voxels):
+            labels = remove_small_components(labels, region, min_voxels)
+        return suppress_small_et(labels, self.et_min_voxels)

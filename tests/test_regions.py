@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from brats.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
-from brats.regions import decode_regions, region_probabilities, region_targets, suppress_small_et
+from brats.regions import (Postprocessing, decode_regions, region_probabilities, region_targets,
+                           remove_small_components, suppress_small_et)
 from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss
 from brats.trainer.model import ModelConfig, ResUNet
-from brats.trainer.postprocess import choose_et_threshold
+from brats.trainer.postprocess import choose_et_threshold, choose_postprocessing
 from brats.trainer.split import fold_of, split_cases
 
 
@@ -126,3 +127,35 @@ def test_validation_split_is_a_seeded_draw_not_the_tail():
     order = shuffled(ids, 0)
     assert sorted(order) == sorted(ids) and order != sorted(ids)
     assert shuffled(ids, 0) == order and shuffled(list(reversed(ids)), 0) == order
+
+
+def test_small_components_are_removed_keeping_the_regions_nested():
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[2:12, 2:12, 2:12] = 2
+    labels[4:10, 4:10, 4:10] = 1
+    labels[5:8, 5:8, 5:8] = 3  # the tumour: ET 27 inside TC 216 inside WT 1000
+    labels[20:22, 20:22, 20:22] = 3  # a stray enhancing blob of 8 voxels: a component of WT, TC and ET
+    labels[25, 25, 25] = 2  # one stray edema voxel
+    out = remove_small_components(labels, "wt", 9)
+    assert out[20:22, 20:22, 20:22].max() == 0 and out[25, 25, 25] == 0 and (out[:12, :12, :12] == labels[:12, :12, :12]).all()
+    out = remove_small_components(labels, "tc", 9)  # TC blobs become edema: still whole tumour
+    assert (out[20:22, 20:22, 20:22] == 2).all() and out[25, 25, 25] == 2 and out[6, 6, 6] == 3
+    out = remove_small_components(labels, "et", 28)  # ET blobs become necrosis: still tumour core
+    assert (out == 3).sum() == 0 and (out == 1).sum() == (labels == 1).sum() + 27 + 8
+    assert (remove_small_components(labels, "et", 27) == 3).sum() == 27  # "smaller than": 27 voxels stay
+    post = Postprocessing((9, 0, 0), et_min_voxels=100)  # components first, then the ET total (27 < 100)
+    assert (post.apply(labels) == 3).sum() == 0 and post.apply(labels)[20:22, 20:22, 20:22].max() == 0
+    assert Postprocessing.from_dict(post.to_dict()) == post and Postprocessing.from_dict(None) == Postprocessing()
+    assert Postprocessing.from_dict({"et_min_voxels": 50}) == Postprocessing((0, 0, 0), 50)  # brats 0.2 checkpoints
+
+
+def test_component_sizes_are_chosen_by_lesion_wise_dice_on_validation_cases():
+    reference = np.zeros((40, 40, 40), np.uint8)
+    reference[5:15, 5:15, 5:15] = 2
+    reference[8:12, 8:12, 8:12] = 3
+    noisy = reference.copy()
+    noisy[30:33, 30:33, 30:33] = 2  # a stray 27-voxel edema blob: one WT false positive
+    choice = choose_postprocessing([(noisy, reference), (reference, reference)])
+    assert choice.postprocessing.min_component_voxels[0] == 50  # the smallest candidate above 27
+    assert choice.lesion_dice["wt"] == 1.0 and choice.postprocessing.min_component_voxels[1:] == (0, 0)
+    assert choose_postprocessing([(reference, reference)]).postprocessing == Postprocessing()  # no evidence

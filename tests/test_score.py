@@ -231,3 +231,63 @@ def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_
     assert result.scored == 1
     with pytest.raises(CheckpointError, match="brats 0.1"):
         run_training(TrainConfig(store=str(tiny_store)), resume=tmp_path / "old.pt")
+
+
+def test_lesion_wise_columns_follow_the_legacy_ones(tmp_path):
+    from brats.scoring.report import COLUMNS, LEGACY_COLUMNS, LESION_COLUMNS
+
+    mods, seg = brain_arrays()  # WT 800 voxels, TC 144, ET 136: each one counted lesion
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    predictions = {"c1": seg.copy(), "c2": seg.copy(), "c3": seg.copy()}
+    predictions["c2"][predictions["c2"] == 4] = 1  # ET missed: one false negative
+    predictions["c3"][7, 8, 6] = 2  # one edema voxel far from the tumour: one WT false positive
+    for case_id, labels in predictions.items():
+        write_case(tmp_path / "raw" / case_id, case_id, mods, seg)
+        nib.save(nib.Nifti1Image(labels, affine), pred / f"{case_id}.nii.gz")
+    run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "s.csv")), progress=False)
+    table = pd.read_csv(tmp_path / "s.csv").set_index("case_id")
+    assert list(table.columns) == COLUMNS[1:] and COLUMNS == LEGACY_COLUMNS + LESION_COLUMNS
+    c1, c2, c3 = table.loc["c1"], table.loc["c2"], table.loc["c3"]
+    assert [c1[f"lw_{m}_{r}"] for m in ("dice", "hd95", "tp", "fn", "fp") for r in ("wt", "tc", "et")] == \
+        [1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert (c2.lw_dice_et, c2.lw_hd95_et, c2.lw_tp_et, c2.lw_fn_et, c2.lw_dice_tc) == (0, 374, 0, 1, 1)
+    assert (c3.lw_dice_wt, c3.lw_hd95_wt, c3.lw_fp_wt, c3.lw_dice_tc) == (0.5, 187, 1, 1)
+    assert c3.dice_wt == pytest.approx(2 * 800 / 1601)  # the legacy Dice barely sees it
+    assert table.loc["Mean", "lw_dice_et"] == pytest.approx(2 / 3) and table.loc["Mean", "lw_fp_wt"] == pytest.approx(1 / 3)
+    met = run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "m.csv"),
+                                  challenge="MET"), progress=False)
+    assert met.table.set_index("case_id").loc["c3", "lw_fp_wt"] == 1
+    with pytest.raises(ConfigError, match="unknown challenge 'XYZ'"):
+        ScoreConfig(challenge="XYZ")
+
+
+def test_figures_and_the_worst_cases(tiny_store, tmp_path):
+    from click.testing import CliRunner
+    from matplotlib.image import imread
+
+    from brats.cli.main import cli
+    from brats.scoring.figures import REGION_COLOURS
+
+    from .test_predict import enhancing_everywhere
+
+    ckpt = enhancing_everywhere(tmp_path / "all.pt", tiny_store)  # every voxel of the crop called ET
+    figures = tmp_path / "figs"
+    result = CliRunner().invoke(cli, ["score", "--ckpt", str(ckpt), "--cases", "all", "--out", str(tmp_path / "s.csv"),
+                                      "--figures", str(figures), "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    ids = list_case_ids(tiny_store)
+    assert sorted(p.name for p in figures.iterdir()) == sorted(f"{i}.png" for i in ids)
+    picture = imread(figures / f"{ids[0]}.png")[..., :3]
+    assert picture.std() > 0.05  # not blank
+    for colour in REGION_COLOURS.values():  # every region outlined
+        rgb = np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        assert (np.abs(picture - rgb).max(axis=-1) < 0.08).sum() > 20, colour
+    table = pd.read_csv(tmp_path / "s.csv")
+    cases = table[~table.case_id.isin(SUMMARY_ROWS)]
+    worst = cases.assign(mean=cases[["dice_wt", "dice_tc", "dice_et"]].mean(axis=1)).sort_values(["mean", "case_id"])
+    lines = result.output.split("worst cases by mean Dice:\n")[1].splitlines()[:4]
+    assert [line.split()[0] for line in lines] == list(worst.case_id[:4])  # 4 cases: all of them, worst first
+    assert all(line.endswith(f"{figures / case_id}.png") for line, case_id in zip(lines, worst.case_id))
+    assert "lesion-wise (BraTS 2023 GLI rules)" in result.output and "legacy (whole volume)" in result.output

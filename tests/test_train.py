@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -125,7 +126,10 @@ def test_tiny_model_learns_the_synthetic_data(tiny_store, tmp_path):
     assert log.lr.iloc[0] == pytest.approx(1e-2) and log.lr.iloc[-1] < 0.1 * 1e-2  # cosine towards 0
     # The ET threshold chosen at validation is kept in the checkpoint and applied by the scorer.
     state = load_checkpoint(tmp_path / "best.pt")
-    assert state["postprocess"]["et_min_voxels"] == log.loc[log.dice_mean.idxmax(), "et_min_voxels"]
+    best = log.loc[log.dice_mean.idxmax()]
+    assert state["postprocess"]["et_min_voxels"] == best.et_min_voxels
+    assert state["postprocess"]["min_component_voxels"] == [best.min_voxels_wt, best.min_voxels_tc, best.min_voxels_et]
+    assert 0 <= best.lw_dice_wt <= 1 and not np.isnan(best.lw_dice_et)
     state["postprocess"]["et_min_voxels"] = 10**9
     save_checkpoint(tmp_path / "strict.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
     tables = {}

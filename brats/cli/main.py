@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .common import configure_logging, stop_on_sigterm
 from .ingest import ingest
+from .predict import predict
 from .score import score
 from .synth import synth
 from .train import train
@@ -35,10 +36,10 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
               help="Show the versions of brats and torch, and the device, and exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
-    """Fast 3D brain-tumour segmentation on BraTS: ingest, train, score."""
+    """Fast 3D brain-tumour segmentation on BraTS: ingest, train, score, predict."""
     configure_logging(verbose)
     stop_on_sigterm()
 
 
-for command in (synth, ingest, train, score, verify):
+for command in (synth, ingest, train, score, predict, verify):
     cli.add_command(command)

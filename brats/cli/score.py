@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..lesionwise import CHALLENGES
 from .common import Interrupted, progress_option, reports_errors
 
 
@@ -22,20 +23,29 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--overlap", type=float, default=0.5, show_default=True, help="Sliding-window overlap.")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
-              help="Relabel a predicted enhancing tumour smaller than the checkpoint's threshold as necrosis.")
+              help="Apply the checkpoint's postprocessing (chosen on its validation cases): remove predicted "
+                   "components below its sizes, relabel a small enhancing tumour as necrosis.")
+@click.option("--challenge", type=click.Choice(list(CHALLENGES), case_sensitive=False),
+              default="GLI", show_default=True,
+              help="Lesion-wise rules of this BraTS 2023 challenge: GLI, SSA, PED dilate the reference 3 times "
+                   "and ignore lesions of at most 50 voxels; MEN dilates once; MET dilates once, limit 2.")
+@click.option("--figures", type=click.Path(file_okay=False), default=None,
+              help="Write one PNG per scored case here: FLAIR and T1ce in three views, reference and prediction outlined.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--save-predictions", type=click.Path(file_okay=False), default=None,
               help="Write <case_id>.nii.gz segmentations in the raw geometry and label convention here.")
 @progress_option
 @reports_errors
 def score(progress: bool, **options: object) -> None:
-    """Predict whole volumes by sliding window and score Dice, HD95, sensitivity, specificity
-    and volumes per region (WT, TC, ET), with BraTS legacy rules for empty masks.
+    """Predict whole volumes by sliding window and score each region (WT, TC, ET): legacy
+    whole-volume Dice, HD95, sensitivity, specificity and volumes (BraTS 2018-2021 rules), and
+    lesion-wise Dice and HD95 with lesion counts (the BraTS 2023+ ranking rules, --challenge).
 
     \b
     brats score --ckpt best.pt                  validation cases of the checkpoint's store
     brats score --ckpt best.pt --raw DIR        raw cases, preprocessed on the fly
     brats score --pred DIR --raw DIR            other tools' segmentations, no model
+    brats score --ckpt best.pt --figures figs/  and a picture of every case
 
     \b
     Exit codes: 0 scored; 2 bad command line (neither --ckpt nor --pred); 3 fatal error
@@ -47,10 +57,12 @@ def score(progress: bool, **options: object) -> None:
     from ..scoring.run import ScoreConfig, run_scoring
 
     try:
+        options["challenge"] = str(options["challenge"]).upper()
         result = run_scoring(ScoreConfig(**options), progress=progress)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         raise Interrupted("no score table was written (it is written whole at the end); predictions saved so far "
                           "are complete files; run the same command again") from None
     if result.scored:
-        click.echo(summary_text(result.table))
+        click.echo(summary_text(result.table, result.challenge))
+        click.echo(result.worst_text())
     click.echo(result.line())

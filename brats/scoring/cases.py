@@ -93,7 +93,8 @@ def raw_case_list(raw_dir: str | Path) -> list[RawCase]:
     return cases
 
 
-def _load_raw(case: RawCase) -> ScoreCase:
+def load_raw_case(case: RawCase) -> ScoreCase:
+    """A raw case validated and preprocessed by the ingest code (no seg in `case.files`: no reference)."""
     loaded = load_case(case)
     pre = preprocess_case(loaded)
     return ScoreCase(case.case_id, torch.from_numpy(pre.image), pre.label, pre.crop_box, pre.original_shape,
@@ -105,7 +106,7 @@ class _RawCases:
         self.cases = cases
 
     def __getitem__(self, index: int) -> ScoreCase:
-        return _load_raw(self.cases[index])
+        return load_raw_case(self.cases[index])
 
 
 def raw_cases(cases: list[RawCase]) -> Iterator[ScoreCase]:

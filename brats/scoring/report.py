@@ -1,4 +1,8 @@
-"""The BraTS-layout score table: one row per case, then Mean, StdDev, Median, 25quantile, 75quantile."""
+"""The BraTS-layout score table: one row per case, then Mean, StdDev, Median, 25quantile, 75quantile.
+
+Columns: the legacy (whole-volume) Dice and HD95, the other legacy metrics, then the lesion-wise
+Dice, HD95 and lesion counts of the BraTS 2023 rules.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import pandas as pd
 
 from ..files import replaced_on_success
 from ..metrics import METRICS, REGIONS
+from ..lesionwise import LESION_METRICS
 
 FIRST_COLUMNS = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
-COLUMNS = FIRST_COLUMNS + [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in REGIONS]
+LEGACY_COLUMNS = FIRST_COLUMNS + [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in REGIONS]
+LESION_COLUMNS = [f"{m}_{r}" for m in LESION_METRICS for r in REGIONS]
+COLUMNS = LEGACY_COLUMNS + LESION_COLUMNS
 SUMMARY_ROWS = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
 
 
@@ -25,6 +32,11 @@ def score_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.concat([cases, summary], ignore_index=True)
 
 
+def case_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-case rows of a score table (without the summary rows)."""
+    return table[~table["case_id"].isin(SUMMARY_ROWS)]
+
+
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write the CSV at once (temporary file, then rename): never a partial report."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,30 +44,20 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def summary_text(table: pd.DataFrame) -> str:
-    """The summary rows of Dice and HD95, as a printable table."""
-    summary = table[table["case_id"].isin(SUMMARY_ROWS)][FIRST_COLUMNS].set_index("case_id")
+def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:
+    """The summary rows of Dice and HD95, legacy and lesion-wise, as two printable tables."""
+    summary = table[table["case_id"].isin(SUMMARY_ROWS)].set_index("case_id")
     summary.index.name = None
-    return summary.to_string(float_format=lambda v: f"{v:.4f}")
+    blocks = []
+    for title, prefix in (("legacy (whole volume)", ""), (f"lesion-wise (BraTS 2023 {challenge} rules)", "lw_")):
+        columns = [f"{prefix}{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
+        block = summary[columns].rename(columns=lambda c: c.removeprefix("lw_"))
+        blocks.append(f"{title}\n{block.to_string(float_format=lambda v: f'{v:.4f}')}")
+    return "\n\n".join(blocks)
 
 
-def plot_dice(table: pd.DataFrame, path: Path) -> None:
-    """Box plot (with the cases as points) of the Dice of each region."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cases = table[~table["case_id"].isin(SUMMARY_ROWS)]
-    data = [cases[f"dice_{r}"].astype(float).to_numpy() for r in REGIONS]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.boxplot(data, showmeans=True)
-    for i, values in enumerate(data, start=1):
-        ax.scatter([i] * len(values), values, s=8, alpha=0.5, color="black")
-    ax.set_xticks(range(1, len(REGIONS) + 1), [r.upper() for r in REGIONS])
-    ax.set(ylabel="Dice", ylim=(0, 1.02), title=f"Dice per region ({len(cases)} cases)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with replaced_on_success(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+def worst_cases(table: pd.DataFrame, count: int = 5) -> pd.DataFrame:
+    """The `count` cases of lowest mean legacy Dice over the regions, worst first, with that mean."""
+    cases = case_rows(table).copy()
+    cases["mean_dice"] = cases[[f"dice_{r}" for r in REGIONS]].astype(float).mean(axis=1)
+    return cases.sort_values(["mean_dice", "case_id"], kind="stable").head(count)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,21 +13,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, StoreError, shortened
+from ..errors import ConfigError, StoreError
 from ..faults import fault_point
 from ..files import check_output, replaced_on_success
-from ..inference import InferenceConfig, predict_labels
-from ..metrics import region_metrics
-from ..trainer.checkpoint import load_checkpoint
+from ..metrics import REGIONS, region_metrics
+from ..pipeline.preprocess import uncrop
 from ..trainer.distributed import resolve_device
-from ..trainer.model import ModelConfig, ResUNet
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
 from .exports import read_prediction, save_prediction
-from .report import plot_dice, score_table, write_table
+from .figures import case_figure, plot_scores
+from ..lesionwise import CHALLENGES, lesionwise_metrics
+from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
+from .report import case_rows, score_table, worst_cases, write_table
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,28 @@ class ScoreConfig:
     save_predictions: str | None = None
     window: tuple[int, int, int] | None = None  # default: the checkpoint's training patch size
     batch_windows: int = 2
-    postprocess: bool = True  # relabel small predicted ET as necrosis (the checkpoints' threshold)
+    postprocess: bool = True  # the checkpoints' postprocessing: small components removed, small ET relabelled
+    challenge: str = "GLI"  # the lesion-wise rules: GLI, SSA, PED (dilation 3), MEN, MET (dilation 1)
+    figures: str | None = None  # a folder for one PNG per scored case
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):  # one checkpoint given as a path
             object.__setattr__(self, "ckpt", (str(self.ckpt),))
+        if self.challenge not in CHALLENGES:
+            raise ConfigError(f"unknown challenge {self.challenge!r}; choose one of {', '.join(CHALLENGES)}")
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    case_id: str
+    mean_dice: float
+    dice: tuple[float, float, float]  # WT, TC, ET
+    figure: Path | None
+
+    def line(self) -> str:
+        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(REGIONS, self.dice))
+        figure = f"  {self.figure}" if self.figure else ""
+        return f"  {self.case_id}  mean Dice {self.mean_dice:.3f} ({regions}){figure}"
 
 
 @dataclass
@@ -64,6 +81,9 @@ class ScoreResult:
     predicted_only: list[str] = field(default_factory=list)
     exported: int = 0
     predicted: bool = True  # False when existing segmentations (--pred) were scored
+    worst: list[WorstCase] = field(default_factory=list)
+    figures: int = 0
+    challenge: str = "GLI"
 
     def line(self) -> str:
         unscored = ""
@@ -74,35 +94,13 @@ class ScoreResult:
         if self.csv is None:
             return f"scored no case: none has a reference seg{unscored}{saved}; no score table written"
         plot = f" and {self.plot}" if self.plot else ""
-        return f"scored {self.scored} case(s){unscored}{saved}; wrote {self.csv}{plot}"
+        figures = f"; {self.figures} case figure(s)" if self.figures else ""
+        return f"scored {self.scored} case(s){unscored}{saved}{figures}; wrote {self.csv}{plot}"
 
-
-@dataclass(frozen=True)
-class Member:
-    """One checkpoint of the models that predict: network, its run's settings, its split and threshold."""
-
-    path: str
-    model: ResUNet
-    state: dict[str, Any]
-
-    @property
-    def et_min_voxels(self) -> int:
-        return int(self.state.get("postprocess", {}).get("et_min_voxels", 0))
-
-    @property
-    def inference_key(self) -> tuple[Any, ...]:
-        config = self.state["config"]
-        return tuple(config["patch_size"]), int(config.get("downsample", 1))
-
-
-def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNet:
-    """Rebuild the network from the checkpoint's own config and weights."""
-    try:
-        model = ResUNet(ModelConfig(**state["model_config"]))
-        model.load_state_dict(state["model"])
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: does not hold a brats model ({shortened(str(error))})") from None
-    return model.to(device).eval()
+    def worst_text(self) -> str:
+        if not self.worst:
+            return ""
+        return "worst cases by mean Dice:\n" + "\n".join(w.line() for w in self.worst)
 
 
 def _prediction_ids(folder: str) -> list[str]:
@@ -125,52 +123,11 @@ def write_provenance(path: Path, config: ScoreConfig, members: list[Member]) -> 
                 digest.update(block)
         checkpoints.append({"path": str(Path(member.path).resolve()), "sha256": digest.hexdigest(),
                             "store": member.state.get("store"), "epoch": member.state.get("epoch"),
-                            "et_min_voxels": member.et_min_voxels})
+                            "postprocess": member.postprocessing.to_dict()})
     record = {"brats_version": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "checkpoints": checkpoints, "options": asdict(config)}
     with replaced_on_success(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
-
-
-# What a checkpoint holds only to resume training (the weights live in the rebuilt model).
-TRAINING_STATE = ("model", "optimizer", "scaler", "augmenter", "torch_rng", "history")
-
-
-def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
-    members = []
-    for path in paths:
-        state = load_checkpoint(path)
-        model = load_model(state, str(path), device)
-        settings = {k: v for k, v in state.items() if k not in TRAINING_STATE}  # an ensemble keeps no optimizer
-        members.append(Member(str(path), model, settings))
-    if len({m.inference_key for m in members}) > 1:
-        raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
-                          "an ensemble needs one sliding window")
-    return members
-
-
-def out_of_fold_owners(members: list[Member]) -> dict[str, Member]:
-    """Case id -> the fold model that held it out, for out-of-fold scores of a cross-validation."""
-    folds = {}
-    for m in members:
-        config = m.state["config"]
-        if not config.get("folds"):
-            raise ConfigError(f"{m.path}: not trained with --folds; out-of-fold scores need the fold checkpoints")
-        folds[m.path] = (int(config["folds"]), int(config["fold"]), int(config["seed"]), m.state.get("store"))
-    if len({(k, seed, store) for k, _, seed, store in folds.values()}) > 1:
-        raise ConfigError("the checkpoints are folds of different cross-validations (folds, seed or store differ)")
-    count = next(iter(folds.values()))[0]
-    have = sorted(f for _, f, _, _ in folds.values())
-    if have != list(range(count)):
-        missing = sorted(set(range(count)) - set(have))
-        raise ConfigError(f"out-of-fold scores need each of the {count} folds once; "
-                          + (f"missing fold(s) {', '.join(map(str, missing))}" if missing else "a fold is given twice"))
-    return {case_id: m for m in members for case_id in m.state["split"]["val"]}
-
-
-def _threshold(members: list[Member], postprocess: bool) -> int:
-    """The ET postprocessing threshold: the checkpoint's, or the median of an ensemble's members'."""
-    return int(np.median([m.et_min_voxels for m in members])) if postprocess and members else 0
 
 
 def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool,
@@ -211,47 +168,70 @@ def _reference_only(case: ScoreCase) -> ScoreCase:
     return case
 
 
+def _crop(labels: np.ndarray | None, case: ScoreCase) -> np.ndarray | None:
+    return None if labels is None else labels[tuple(slice(a, b) for a, b in case.crop_box)]
+
+
+def _score_case(case: ScoreCase, prediction: np.ndarray, reference: np.ndarray, cropped: bool,
+                config: ScoreConfig) -> dict[str, Any]:
+    """Legacy and lesion-wise metrics of one case. Lesion-wise ones see the whole raw grid, so
+    that the reference's dilation is never cut by the crop."""
+    total = int(np.prod(case.original_shape)) if cropped else None
+    row = {"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)}
+    if cropped:
+        prediction = uncrop(prediction, case.crop_box, case.original_shape)
+        reference = uncrop(reference, case.crop_box, case.original_shape)
+    row.update(lesionwise_metrics(prediction, reference, case.spacing, CHALLENGES[config.challenge]))
+    return row
+
+
+def _worst(table: pd.DataFrame, figures: dict[str, Path]) -> list[WorstCase]:
+    return [WorstCase(row.case_id, float(row.mean_dice), tuple(float(getattr(row, f"dice_{r}")) for r in REGIONS),
+                      figures.get(row.case_id)) for row in worst_cases(table).itertuples()]
+
+
 def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     """Predict (or read `--pred` files), score against the references, write the CSV and plot."""
     if not config.ckpt and config.pred is None:
         raise ConfigError("give --ckpt to predict with a model, or --pred DIR to score existing segmentations")
     if config.ckpt and config.pred:
         raise ConfigError("give either --ckpt or --pred, not both")
-    if not 0.0 <= config.overlap < 1.0:
-        raise ConfigError(f"overlap must lie in [0, 1), not {config.overlap}")
     check_output(config.out, "--out", folder=False)  # before hours of prediction, not after
-    if config.save_predictions:
-        check_output(config.save_predictions, "--save-predictions")
+    for folder, option in ((config.save_predictions, "--save-predictions"), (config.figures, "--figures")):
+        if folder:
+            check_output(folder, option)
     device = resolve_device(config.device)
     members = load_members(tuple(config.ckpt), device)
     state = members[0].state if members else None
     owners = out_of_fold_owners(members) if config.cases == "oof" else None
     inference = None
     if members:
-        patch_size, downsample = members[0].inference_key
-        inference = InferenceConfig(window=config.window or patch_size, overlap=config.overlap, tta=config.tta,
-                                    batch_windows=config.batch_windows, downsample=downsample)
-    ids, cases = _cases(config, state, with_image=bool(members), validation=sorted(owners) if owners else None)
-    rows, predicted_only, exported = [], [], 0
+        inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
+    with_image = bool(members) or bool(config.figures)
+    ids, cases = _cases(config, state, with_image, validation=sorted(owners) if owners else None)
+    rows, predicted_only, exported, figures = [], [], 0, {}
     for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
         if inference is not None:
             assert case.image is not None
             chosen = [owners[case.case_id]] if owners else members
-            prediction = predict_labels([m.model for m in chosen], case.image, inference, device,
-                                        _threshold(chosen, config.postprocess)).numpy()
+            prediction = predict_case(chosen, case.image, inference, device, config.postprocess)
             if config.save_predictions:
                 save_prediction(Path(config.save_predictions), case, prediction)
                 exported += 1
-            reference = case.reference
-            total = int(np.prod(case.original_shape))
+            reference, cropped = case.reference, True
         else:
             prediction = read_prediction(Path(config.pred), case)  # type: ignore[arg-type]
-            reference = case.reference_original()
-            total = None
+            reference, cropped = case.reference_original(), False
         if reference is None:
             predicted_only.append(case.case_id)
             continue
-        rows.append({"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)})
+        rows.append(_score_case(case, prediction, reference, cropped, config))
+        if config.figures:
+            assert case.image is not None
+            figures[case.case_id] = case_figure(
+                Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
+                reference if cropped else _crop(reference, case), prediction if cropped else _crop(prediction, case),
+                case.affine, case.spacing, rows[-1])
         fault_point("score:case")
     table = score_table(rows)
     if not rows:  # predictions only: an empty table would read as a result
@@ -260,5 +240,6 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     write_table(table, out)
     write_provenance(out.with_suffix(".json"), config, members)
     plot = out.with_suffix(".png")
-    plot_dice(table, plot)
-    return ScoreResult(table, out, plot, len(rows), predicted_only, exported, inference is not None)
+    plot_scores(case_rows(table), plot, config.challenge)
+    return ScoreResult(table, out, plot, len(rows), predicted_only, exported, inference is not None,
+                       _worst(table, figures), len(figures), config.challenge)

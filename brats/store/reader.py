@@ -103,3 +103,8 @@ def open_case(root: str | Path, case_id: str) -> CaseArrays:
     group = zarr.open_group(str(layout.case_dir(root, case_id)), mode="r")
     label = group[layout.LABEL] if record.get("labelled") else None
     return CaseArrays(case_id, record, group[layout.IMAGE], label, group)  # type: ignore[arg-type]
+
+
+def case_modified(root: str | Path, case_id: str) -> float:
+    """When a case was last written to the store (its metadata file's modification time)."""
+    return (layout.case_dir(Path(root), case_id) / "zarr.json").stat().st_mtime

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -24,7 +25,7 @@ from ..files import check_output
 from ..faults import fault_point
 from ..inference import InferenceConfig, cuda_autocast_dtype, predict_labels
 from ..metrics import REGIONS, region_dice
-from ..regions import region_targets
+from ..regions import Postprocessing, region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
 from . import distributed
 from .augment import BatchAugmenter
@@ -33,7 +34,7 @@ from .config import TrainConfig, config_from_dict
 from .log import plot_curves, write_log
 from .loss import deep_supervision_loss
 from .model import ModelConfig, ResUNet
-from .postprocess import choose_et_threshold
+from .postprocess import choose_postprocessing
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
 from .stream import PatchBatch, PatchStream, StreamConfig
@@ -140,7 +141,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.best: tuple[float, int] | None = None
-        self.et_min_voxels = 0  # ET postprocessing threshold, chosen at each validation
+        self.postprocessing = Postprocessing()  # chosen at each validation
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if runtime.distributed else self.model)
 
@@ -153,7 +154,7 @@ class Trainer:
             "store": str(Path(self.config.store).resolve()), "store_params": self.store_params,
             "epoch": self.epoch, "history": self.history,
             "best": list(self.best) if self.best else None,
-            "postprocess": {"et_min_voxels": self.et_min_voxels},
+            "postprocess": self.postprocessing.to_dict(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "augmenter": augmenters or [self.augmenter.state_dict()], "torch_rng": torch.get_rng_state(),
@@ -173,7 +174,7 @@ class Trainer:
             raise CheckpointError(f"{path}: does not fit this model ({shortened(str(error))})") from None
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.best = tuple(state["best"]) if state.get("best") else None  # type: ignore[assignment]
-        self.et_min_voxels = int(state.get("postprocess", {}).get("et_min_voxels", 0))
+        self.postprocessing = Postprocessing.from_dict(state.get("postprocess"))
 
     def _restore_scaler(self, saved: dict[str, Any]) -> None:
         if self.scaler.is_enabled() and saved:
@@ -256,26 +257,27 @@ class Trainer:
 
     def validate(self, progress: bool) -> dict[str, float]:
         """Mean Dice per region over the validation cases (sliding window on whole cases, nested
-        decoding), with the ET postprocessing threshold chosen on these cases applied."""
+        decoding), with the postprocessing chosen on these cases applied; the lesion-wise Dice too."""
         cfg = self.config
         inference = inference_config(cfg, amp=self.amp_dtype is not None)
         self.model.eval()
-        scores: dict[str, list[float]] = {r: [] for r in REGIONS}
         pairs = []
         volumes = iterate_volumes(cfg.store, self.split.val, workers=1 if cfg.workers else 0)
         for volume in tqdm(volumes, total=len(self.split.val), desc="validation", unit="case", leave=False,
                            disable=not progress):
             prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
-            reference = volume.label.numpy()
-            pairs.append((prediction, reference))
-            for region, value in region_dice(prediction, reference).items():
-                scores[region].append(value)
+            pairs.append((prediction, volume.label.numpy()))
         self.model.train()
-        out = {f"dice_{r}": sum(v) / len(v) for r, v in scores.items()}
-        choice = choose_et_threshold(pairs)
-        self.et_min_voxels = choice.threshold
-        out["dice_et_raw"], out["dice_et"], out["et_min_voxels"] = out["dice_et"], choice.dice, choice.threshold
+        raw = [region_dice(p, r) for p, r in pairs]
+        choice = choose_postprocessing(pairs)
+        self.postprocessing = choice.postprocessing
+        final = [region_dice(self.postprocessing.apply(p), r) for p, r in pairs]
+        out = {f"dice_{r}": float(np.mean([d[r] for d in final])) for r in REGIONS}
         out["dice_mean"] = sum(out[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
+        out["dice_et_raw"] = float(np.mean([d["et"] for d in raw]))
+        out.update({f"lw_dice_{r}": v for r, v in choice.lesion_dice.items()})
+        out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels)})
+        out["et_min_voxels"] = self.postprocessing.et_min_voxels
         return out
 
 

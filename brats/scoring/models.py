@@ -1,0 +1,109 @@
+"""The models that predict: checkpoints loaded as ensemble members, their sliding window and ET threshold.
+
+Shared by `brats score` and `brats predict`, so both predict a case the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, ConfigError, shortened
+from ..inference import InferenceConfig, predict_labels
+from ..regions import Postprocessing
+from ..trainer.checkpoint import load_checkpoint
+from ..trainer.model import ModelConfig, ResUNet
+
+# What a checkpoint holds only to resume training (the weights live in the rebuilt model).
+TRAINING_STATE = ("model", "optimizer", "scaler", "augmenter", "torch_rng", "history")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One checkpoint of the models that predict: network, its run's settings, its split and postprocessing."""
+
+    path: str
+    model: ResUNet
+    state: dict[str, Any]
+
+    @property
+    def postprocessing(self) -> Postprocessing:
+        return Postprocessing.from_dict(self.state.get("postprocess"))
+
+    @property
+    def inference_key(self) -> tuple[Any, ...]:
+        config = self.state["config"]
+        return tuple(config["patch_size"]), int(config.get("downsample", 1))
+
+
+def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNet:
+    """Rebuild the network from the checkpoint's own config and weights."""
+    try:
+        model = ResUNet(ModelConfig(**state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: does not hold a brats model ({shortened(str(error))})") from None
+    return model.to(device).eval()
+
+
+def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
+    """Every checkpoint as a member; they must share one patch size and resolution (one window)."""
+    members = []
+    for path in paths:
+        state = load_checkpoint(path)
+        model = load_model(state, str(path), device)
+        settings = {k: v for k, v in state.items() if k not in TRAINING_STATE}  # an ensemble keeps no optimizer
+        members.append(Member(str(path), model, settings))
+    if len({m.inference_key for m in members}) > 1:
+        raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
+                          "an ensemble needs one sliding window")
+    return members
+
+
+def inference_config(members: list[Member], window: tuple[int, int, int] | None, overlap: float, tta: bool,
+                     batch_windows: int) -> InferenceConfig:
+    """The sliding window of the members: their training patch and resolution unless `window` is given."""
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"overlap must lie in [0, 1), not {overlap}")
+    patch_size, downsample = members[0].inference_key
+    return InferenceConfig(window=window or patch_size, overlap=overlap, tta=tta, batch_windows=batch_windows,
+                           downsample=downsample)
+
+
+def postprocessing(members: list[Member], enabled: bool) -> Postprocessing:
+    """The checkpoint's postprocessing; an ensemble's takes the median of its members' sizes."""
+    if not enabled or not members:
+        return Postprocessing()
+    chosen = [m.postprocessing for m in members]
+    sizes = np.median([p.min_component_voxels for p in chosen], axis=0)
+    return Postprocessing(tuple(int(v) for v in sizes), int(np.median([p.et_min_voxels for p in chosen])))  # type: ignore[arg-type]
+
+
+def out_of_fold_owners(members: list[Member]) -> dict[str, Member]:
+    """Case id -> the fold model that held it out, for out-of-fold scores of a cross-validation."""
+    folds = {}
+    for m in members:
+        config = m.state["config"]
+        if not config.get("folds"):
+            raise ConfigError(f"{m.path}: not trained with --folds; out-of-fold scores need the fold checkpoints")
+        folds[m.path] = (int(config["folds"]), int(config["fold"]), int(config["seed"]), m.state.get("store"))
+    if len({(k, seed, store) for k, _, seed, store in folds.values()}) > 1:
+        raise ConfigError("the checkpoints are folds of different cross-validations (folds, seed or store differ)")
+    count = next(iter(folds.values()))[0]
+    have = sorted(f for _, f, _, _ in folds.values())
+    if have != list(range(count)):
+        missing = sorted(set(range(count)) - set(have))
+        raise ConfigError(f"out-of-fold scores need each of the {count} folds once; "
+                          + (f"missing fold(s) {', '.join(map(str, missing))}" if missing else "a fold is given twice"))
+    return {case_id: m for m in members for case_id in m.state["split"]["val"]}
+
+
+def predict_case(members: list[Member], image: torch.Tensor, inference: InferenceConfig, device: torch.device,
+                 postprocess: bool = True) -> np.ndarray:
+    """Store labels (x, y, z) uint8 of one cropped case: the members' mean probabilities decoded,
+    then their postprocessing (`brats score` and `brats predict` both predict through here)."""
+    return predict_labels([m.model for m in members], image, inference, device,
+                          postprocessing(members, postprocess)).numpy()
