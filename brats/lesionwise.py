@@ -82,17 +82,27 @@ def _joint_slice(slices: Sequence[tuple[slice, ...]]) -> tuple[slice, ...]:
     return tuple(slice(min(s[a].start for s in slices), max(s[a].stop for s in slices)) for a in range(3))
 
 
+def _components(prediction: np.ndarray, reference: np.ndarray, rules: LesionRules
+                ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | None:
+    """In the work box: the reference, the predicted components and their count, and the
+    lesions (components of the dilated reference); None when both masks are empty."""
+    union = prediction | reference
+    if not union.any():
+        return None
+    box = _work_box(union, rules.dilation + 1)
+    ref = reference[box]
+    pred_cc, n_pred = cc3d.connected_components(prediction[box], connectivity=26, return_N=True)
+    dilated = ndimage.binary_dilation(ref, _DILATION, iterations=rules.dilation) if rules.dilation else ref
+    return ref, pred_cc, int(n_pred), cc3d.connected_components(dilated, connectivity=26)
+
+
 def lesion_scores(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
                   rules: LesionRules = CHALLENGES["GLI"]) -> LesionScores:
     """Lesion-wise Dice, HD95 and counts of one region (two boolean masks of one grid)."""
-    union = prediction | reference
-    if not union.any():
+    parts = _components(prediction, reference, rules)
+    if parts is None:
         return LesionScores(1.0, 0.0, 0, 0, 0)
-    box = _work_box(union, rules.dilation + 1)
-    pred, ref = prediction[box], reference[box]
-    pred_cc, n_pred = cc3d.connected_components(pred, connectivity=26, return_N=True)
-    dilated = ndimage.binary_dilation(ref, _DILATION, iterations=rules.dilation) if rules.dilation else ref
-    lesion_cc, n_lesions = cc3d.connected_components(dilated, connectivity=26, return_N=True)
+    ref, pred_cc, n_pred, lesion_cc = parts
     pred_boxes = ndimage.find_objects(pred_cc)
     matched: set[int] = set()
     dices, distances, tp, fn = [], [], 0, 0
@@ -143,14 +153,11 @@ def lesion_dice_by_min_size(prediction: np.ndarray, reference: np.ndarray, min_s
     """The lesion-wise Dice of one region once predicted components smaller than each of `min_sizes`
     are removed, from one labelling: removing whole components changes no other component, so each
     lesion's Dice follows from the sizes of its touching components and their overlaps with it."""
-    union = prediction | reference
-    if not union.any():
+    parts = _components(prediction, reference, rules)
+    if parts is None:
         return [1.0] * len(min_sizes)
-    box = _work_box(union, rules.dilation + 1)
-    pred, ref = prediction[box], reference[box]
-    pred_cc, n_pred = cc3d.connected_components(pred, connectivity=26, return_N=True)
-    dilated = ndimage.binary_dilation(ref, _DILATION, iterations=rules.dilation) if rules.dilation else ref
-    lesion_cc, n_lesions = cc3d.connected_components(dilated, connectivity=26, return_N=True)
+    ref, pred_cc, n_pred, lesion_cc = parts
+    n_lesions = int(lesion_cc.max())
     sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
     lesion_sizes = np.bincount(lesion_cc[ref], minlength=n_lesions + 1)
     stride = np.int64(n_pred + 1)
