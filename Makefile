@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 $(BIN)/brats: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# ruff (pyflakes, pycodestyle, import order, bugbear) and the import layers (tests/test_layers.py).
+lint: setup
+	$(BIN)/ruff check brats tests bench
+	$(BIN)/python -m pytest -q tests/test_layers.py
 
 clean:
 	rm -rf $(DATA) $(VENV)

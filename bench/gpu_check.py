@@ -36,15 +36,16 @@ from _common import REALDATA, machine  # noqa: E402
 from real import held_out  # noqa: E402
 
 from brats.inference import InferenceConfig, predict_probabilities  # noqa: E402
-from brats.metrics import REGIONS, region_dice  # noqa: E402
+from brats.labels import REGIONS  # noqa: E402
+from brats.metrics import region_dice  # noqa: E402
 from brats.pipeline.ingest import run_ingest  # noqa: E402
 from brats.regions import decode_regions  # noqa: E402
 from brats.scoring.run import ScoreConfig, run_scoring  # noqa: E402
 from brats.store.reader import labelled_case_ids  # noqa: E402
+from brats.store.volumes import iterate_volumes  # noqa: E402
 from brats.trainer import loop  # noqa: E402
 from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
 from brats.trainer.config import TrainConfig  # noqa: E402
-from brats.trainer.volumes import iterate_volumes  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
 

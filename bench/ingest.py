@@ -42,7 +42,8 @@ def one_core(raw: Path, tmp: Path, repeats: int) -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     config = IngestConfig()
     root = create_or_check_store(tmp / "store1", config.store_params())
-    print("\n## One core (pinned)\n\n| case | voxels | floor zlib s | floor zlib-ng s | ingest s | ingest / floor | ingest / floor-ng |")
+    print("\n## One core (pinned)\n\n| case | voxels | floor zlib s | floor zlib-ng s | ingest s | ingest / floor "
+          "| ingest / floor-ng |")
     print("|---|---|---|---|---|---|---|")
     ratios, ratios_ng, times = [], [], []
     for case in discover_cases(raw):

@@ -1,7 +1,7 @@
 """Lesion-wise scoring speed: brats' against the official algorithm, and cc3d against scipy labelling.
 
 On real BraTS segmentations (../shared/realdata, or --raw) the prediction of each case is its
-own reference perturbed (--perturb eroded, shifted or blobs added, as in tests/test_lesionwise.py),
+own reference perturbed (--perturb eroded, shifted or blobs added, as in the lesion-wise tests),
 or a folder of <case_id>.nii.gz files (--pred). For every case it times, side by side:
 - `brats.lesionwise.lesionwise_metrics` (WT, TC, ET) on the whole raw grid;
 - the official algorithm transcribed step by step (tests/lesionwise_reference.py: one full-volume
@@ -16,9 +16,9 @@ and reports seconds per case, the ratios, and the largest difference between the
 from __future__ import annotations
 
 import argparse
-import warnings
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import cc3d
@@ -31,12 +31,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _common import REALDATA, machine  # noqa: E402
 
+from brats.labels import REGIONS  # noqa: E402
 from brats.lesionwise import CHALLENGES, lesionwise_metrics  # noqa: E402
-from brats.metrics import REGION_LABELS  # noqa: E402
 from brats.pipeline.discovery import discover_cases  # noqa: E402
 from brats.pipeline.preprocess import remap_labels  # noqa: E402
-from tests.lesionwise_reference import reference_lesion_scores  # noqa: E402
-from tests.test_lesionwise import perturbations  # noqa: E402
+from tests.lesionwise_reference import perturbations, reference_lesion_scores  # noqa: E402
 
 
 def timed(fn):
@@ -72,13 +71,13 @@ def main() -> None:
         seconds, ours = timed(lambda: lesionwise_metrics(prediction, reference, spacing, rules))
         ours_s.append(seconds)
         start = time.perf_counter()
-        for region, labels in REGION_LABELS.items():
+        for region, labels in REGIONS.items():
             expected = reference_lesion_scores(np.isin(prediction, labels), np.isin(reference, labels), spacing,
                                                rules.dilation, rules.min_lesion_voxels)
             got = [ours[f"lw_{m}_{region}"] for m in ("dice", "hd95", "tp", "fn", "fp")]
             worst = max(worst, float(np.max(np.abs(np.subtract(got, expected)))))
         official_s.append(time.perf_counter() - start)
-        masks = [np.isin(x, labels) for x in (prediction, reference) for labels in REGION_LABELS.values()]
+        masks = [np.isin(x, labels) for x in (prediction, reference) for labels in REGIONS.values()]
         masks += [ndimage.binary_dilation(m, ndimage.generate_binary_structure(3, 2), iterations=3) for m in masks[3:]]
         scipy_s.append(timed(lambda: [ndimage.label(m, ndimage.generate_binary_structure(3, 3)) for m in masks])[0])
         cc3d_s.append(timed(lambda: [cc3d.connected_components(m, connectivity=26) for m in masks])[0])

@@ -4,7 +4,8 @@ Both run the full default Res-UNet (random weights: speed and agreement do not d
 training) over whole cropped cases of the store with 96^3 windows, overlap 0.5, Gaussian
 weighting (sigma 1/8), the same number of windows per batch, on the same device; MONAI's
 `sliding_window_inference` gets a predictor returning region probabilities. Reports the time
-per case of each (after a warm-up forward pass, MONAI first, best of --repeats), the largest probability difference and the share of
+per case of each (after a warm-up forward pass, MONAI first, best of --repeats), the largest
+probability difference and the share of
 voxels whose predicted label differs.
 
     python bench/score.py [--raw DIR] [--cases 1] [--repeats 1] [--device auto] [--window 96]
@@ -23,13 +24,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, raw_dataset  # noqa: E402
 
-from brats.inference import InferenceConfig, cuda_autocast_dtype, sliding_window_probabilities  # noqa: E402
-from brats.regions import decode_regions, region_probabilities  # noqa: E402
+from brats.devices import (
+    cuda_autocast_dtype,  # noqa: E402
+    resolve_device,  # noqa: E402
+)
+from brats.inference import InferenceConfig, sliding_window_probabilities  # noqa: E402
 from brats.pipeline.ingest import run_ingest  # noqa: E402
+from brats.regions import decode_regions, region_probabilities  # noqa: E402
 from brats.store.reader import labelled_case_ids  # noqa: E402
-from brats.trainer.distributed import resolve_device  # noqa: E402
+from brats.store.volumes import iterate_volumes  # noqa: E402
 from brats.trainer.model import ResUNet  # noqa: E402
-from brats.trainer.volumes import iterate_volumes  # noqa: E402
 
 
 def timed(fn, repeats: int, device: torch.device):

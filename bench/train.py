@@ -22,9 +22,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, raw_dataset  # noqa: E402
 
+from brats.devices import resolve_device  # noqa: E402
 from brats.pipeline.ingest import run_ingest  # noqa: E402
 from brats.trainer.config import TrainConfig  # noqa: E402
-from brats.trainer.distributed import resolve_device  # noqa: E402
 from brats.trainer.loop import precision, run_training  # noqa: E402
 from brats.trainer.model import ResUNet, parameter_count  # noqa: E402
 
@@ -63,7 +63,8 @@ def main() -> None:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = (f"{row['peak_gpu_mib'] / 1024:.2f} / {row['peak_gpu_reserved_mib'] / 1024:.2f} GiB"
            if not pd.isna(row["peak_gpu_mib"]) else "n/a (CPU)")
-    print(f"model: {params / 1e6:.1f} M parameters; {args.steps} steps of {args.accum} x {args.batch} patches of {args.patch}^3")
+    print(f"model: {params / 1e6:.1f} M parameters; "
+          f"{args.steps} steps of {args.accum} x {args.batch} patches of {args.patch}^3")
     amp, _ = precision(config, resolve_device(config.device))
     print("| device | precision | patches/s | data wait | peak GPU memory (allocated / reserved) | peak RSS |")
     print("|---|---|---|---|---|---|")

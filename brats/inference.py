@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import cuda_autocast_dtype
 from .regions import Postprocessing, decode_regions, region_probabilities
 
 
@@ -32,12 +33,6 @@ class InferenceConfig:
     tta: bool = False  # average over the 8 mirrorings of the three axes
     amp: bool = True  # autocast on CUDA (ignored on CPU)
     downsample: int = 1  # the model works at 1/downsample resolution
-
-
-def cuda_autocast_dtype() -> torch.dtype:
-    """bf16 on GPUs with native bf16 (Ampere and later: no overflow, same speed), else fp16; emulated
-    bf16 (V100, T4) is slow, so it does not count."""
-    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -31,7 +31,8 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from .metrics import REGIONS, dice, hd95, region_mask
+from .labels import REGIONS
+from .metrics import dice, hd95, region_mask
 
 LESION_HD95_PENALTY = 374.0
 """HD95 of a missed lesion or a false-positive component (mm), as in the official evaluation."""

@@ -15,17 +15,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .pipeline.preprocess import REGIONS as STORE_REGIONS
+from .labels import REGIONS
 
-REGION_LABELS = STORE_REGIONS  # the one definition, next to the label remapping
-REGIONS = tuple(REGION_LABELS)
 EMPTY_HD95 = 373.13
 METRICS = ("dice", "hd95", "sens", "spec", "ref_vol", "pred_vol")
 
 
 def region_mask(label: np.ndarray, region: str) -> np.ndarray:
     """Boolean mask of a region in a store-label volume."""
-    return np.isin(label, REGION_LABELS[region])
+    return np.isin(label, REGIONS[region])
 
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:

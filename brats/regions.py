@@ -17,10 +17,9 @@ import cc3d
 import numpy as np
 import torch
 
-from .pipeline.preprocess import REGIONS
+from .labels import EDEMA, ENHANCING, NECROSIS, REGIONS
 
 THRESHOLD = 0.5
-NECROSIS, EDEMA, ENHANCING = 1, 2, 3
 
 
 def region_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ from .pipeline.naming import CONVENTIONS, MODALITIES
 log = logging.getLogger(__name__)
 
 # Mean intensity per tissue: background, white matter, grey matter, CSF, necrosis, edema, enhancing.
-_TISSUES = ("bg", "wm", "gm", "csf", "necrosis", "edema", "enhancing")
 _CONTRAST = {
     "t1": (0.0, 0.85, 0.60, 0.20, 0.30, 0.50, 0.65),
     "t1ce": (0.0, 0.85, 0.60, 0.20, 0.25, 0.50, 1.40),

@@ -56,3 +56,21 @@ def reference_lesion_scores(pred: np.ndarray, gt: np.ndarray, spacing, dilation:
     lw_dice = sum(r[2] for r in counted) / (len(counted) + fp)
     lw_hd = (sum(r[3] for r in counted) + fp * PENALTY) / (len(counted) + fp)
     return lw_dice, lw_hd, tp, fn, fp
+
+
+def perturbations(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Prediction-like versions of a reference: eroded, shifted, and with blobs added near and far."""
+    rng = np.random.default_rng(seed)
+    tumour = labels > 0
+    eroded = np.where(ndimage.binary_erosion(tumour, iterations=2), labels, 0).astype(np.uint8)
+    shifted = np.roll(labels, (3, -2, 2), axis=(0, 1, 2))
+    blobs = labels.copy()
+    centres = np.argwhere(tumour)
+    grid = np.indices(labels.shape)
+    for label, radius in ((3, 3), (2, 5), (1, 2), (3, 1)):
+        near = centres[rng.integers(len(centres))] + rng.integers(-25, 26, 3)
+        far = rng.integers(20, np.array(labels.shape) - 20)
+        for centre in (near, far):
+            ball = sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+            blobs[ball & (blobs == 0)] = label
+    return {"eroded": eroded, "shifted": shifted, "blobs": blobs}

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-
-import torch
-
 import math
 
 import numpy as np
+import torch
 
 from brats.trainer.augment import AugmentConfig, BatchAugmenter, rotation_matrices, warp
 

@@ -168,7 +168,7 @@ def test_score_without_a_model_or_predictions_is_a_bad_command_line(tmp_path):
 
 
 def test_predicting_cases_without_a_reference_writes_no_score_table(tiny_store, tmp_path):
-    from .conftest import brain_arrays, write_case
+    from .helpers import brain_arrays, write_case
 
     tiny = ["--store", str(tiny_store), "--out", "run", "--epochs", "1", "--patches-per-epoch", "4", "--patch-size", "32",
             "--base-channels", "4", "--batch-size", "2", "--accum-steps", "1", "--workers", "0", "--no-progress"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def brats(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from brats.store import layout
 from brats.store.reader import list_case_ids, open_case
 from brats.store.writer import checksum
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def statuses(summary):
@@ -151,7 +151,7 @@ def test_existing_scheduler_by_address_and_by_scheduler_file(synth_raw, tmp_path
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=None) as cluster, Client(cluster):
         by_address = run_ingest(synth_raw, tmp_path / "a", scheduler=cluster.scheduler_address, progress=False)
         # What `dask scheduler --scheduler-file` writes, less its volatile identity fields.
         (tmp_path / "scheduler.json").write_text(json.dumps({"type": "Scheduler",

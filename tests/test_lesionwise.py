@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from brats.lesionwise import CHALLENGES, LESION_HD95_PENALTY, LesionScores, lesion_scores, lesionwise_metrics
 from brats.metrics import hd95
 from brats.pipeline.discovery import discover_cases
-from brats.pipeline.naming import CONVENTIONS
 from brats.pipeline.preprocess import remap_labels
-from brats.lesionwise import CHALLENGES, LESION_HD95_PENALTY, LesionScores, lesion_scores, lesionwise_metrics
 
-from .lesionwise_reference import reference_lesion_scores
+from .lesionwise_reference import perturbations, reference_lesion_scores
 
 SHAPE = (40, 40, 40)
 GLI, MET = CHALLENGES["GLI"], CHALLENGES["MET"]
@@ -110,24 +109,6 @@ def test_dilation_stops_at_the_volume_edge_as_scipy_does():
     ours = scores(pred, ref, rules=GLI)
     expected = reference_lesion_scores(pred, ref, ONE_MM, GLI.dilation, GLI.min_lesion_voxels)
     assert (ours.dice, ours.hd95, ours.tp, ours.fn, ours.fp) == pytest.approx(expected)
-
-
-def perturbations(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Prediction-like versions of a reference: eroded, shifted, and with blobs added near and far."""
-    rng = np.random.default_rng(seed)
-    tumour = labels > 0
-    eroded = np.where(ndimage.binary_erosion(tumour, iterations=2), labels, 0).astype(np.uint8)
-    shifted = np.roll(labels, (3, -2, 2), axis=(0, 1, 2))
-    blobs = labels.copy()
-    centres = np.argwhere(tumour)
-    grid = np.indices(labels.shape)
-    for label, radius in ((3, 3), (2, 5), (1, 2), (3, 1)):
-        near = centres[rng.integers(len(centres))] + rng.integers(-25, 26, 3)
-        far = rng.integers(20, np.array(labels.shape) - 20)
-        for centre in (near, far):
-            ball = sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
-            blobs[ball & (blobs == 0)] = label
-    return {"eroded": eroded, "shifted": shifted, "blobs": blobs}
 
 
 def _around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:

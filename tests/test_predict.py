@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 
@@ -20,7 +19,7 @@ from brats.trainer.checkpoint import save_checkpoint
 from brats.trainer.config import TrainConfig
 from brats.trainer.model import ModelConfig, ResUNet
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def enhancing_everywhere(path: Path, store: Path) -> Path:
@@ -106,7 +105,8 @@ def test_store_cases_match_the_segmentations_score_saves(tiny_store, tmp_path):
                             save_predictions=str(tmp_path / "s"), device="cpu"), progress=False)
     for case_id in list_case_ids(tiny_store)[:2]:
         predicted = nib.load(tmp_path / "p" / f"{case_id}.nii.gz")
-        assert np.array_equal(np.asarray(predicted.dataobj), np.asarray(nib.load(tmp_path / "s" / f"{case_id}.nii.gz").dataobj))
+        saved_by_score = nib.load(tmp_path / "s" / f"{case_id}.nii.gz")
+        assert np.array_equal(np.asarray(predicted.dataobj), np.asarray(saved_by_score.dataobj))
         assert predicted.shape == tuple(read_case_record(tiny_store, case_id)["original_shape"])
 
 

@@ -2,13 +2,20 @@ import numpy as np
 import pytest
 
 from brats.errors import InvalidCaseError
+from brats.geometry import uncrop
 from brats.pipeline.discovery import discover_cases
 from brats.pipeline.naming import BRATS_2021, BRATS_2023
-from brats.pipeline.preprocess import (PreprocessConfig, brain_bounding_box, preprocess_case, remap_labels,
-                                       sample_locations, uncrop, zscore_nonzero)
+from brats.pipeline.preprocess import (
+    PreprocessConfig,
+    brain_bounding_box,
+    preprocess_case,
+    remap_labels,
+    sample_locations,
+    zscore_nonzero,
+)
 from brats.pipeline.validation import load_case
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def test_bounding_box_counts_negative_values_and_seg():

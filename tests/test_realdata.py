@@ -3,10 +3,10 @@
 import nibabel as nib
 import numpy as np
 
+from brats.geometry import uncrop
 from brats.pipeline.ingest import run_ingest
 from brats.pipeline.naming import CONVENTIONS
 from brats.pipeline.nifti import open_nifti
-from brats.pipeline.preprocess import uncrop
 from brats.store.reader import open_case
 
 

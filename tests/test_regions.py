@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from brats.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
-from brats.regions import (Postprocessing, decode_regions, region_probabilities, region_targets,
-                           remove_small_components, suppress_small_et)
+from brats.regions import (
+    Postprocessing,
+    decode_regions,
+    region_probabilities,
+    region_targets,
+    remove_small_components,
+    suppress_small_et,
+)
 from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss
 from brats.trainer.model import ModelConfig, ResUNet
 from brats.trainer.postprocess import choose_et_threshold, choose_postprocessing
@@ -137,7 +142,8 @@ def test_small_components_are_removed_keeping_the_regions_nested():
     labels[20:22, 20:22, 20:22] = 3  # a stray enhancing blob of 8 voxels: a component of WT, TC and ET
     labels[25, 25, 25] = 2  # one stray edema voxel
     out = remove_small_components(labels, "wt", 9)
-    assert out[20:22, 20:22, 20:22].max() == 0 and out[25, 25, 25] == 0 and (out[:12, :12, :12] == labels[:12, :12, :12]).all()
+    assert out[20:22, 20:22, 20:22].max() == 0 and out[25, 25, 25] == 0
+    assert (out[:12, :12, :12] == labels[:12, :12, :12]).all()
     out = remove_small_components(labels, "tc", 9)  # TC blobs become edema: still whole tumour
     assert (out[20:22, 20:22, 20:22] == 2).all() and out[25, 25, 25] == 2 and out[6, 6, 6] == 3
     out = remove_small_components(labels, "et", 28)  # ET blobs become necrosis: still tumour core

@@ -26,7 +26,7 @@ from brats.store.reader import list_case_ids, read_case_record
 from brats.store.verify import verify_store
 from brats.trainer.checkpoint import load_checkpoint
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 TINY_TRAIN = ["--patches-per-epoch", "16", "--patch-size", "32", "--base-channels", "4", "--batch-size", "2",
               "--accum-steps", "2", "--val-every", "1", "--workers", "1", "--no-progress"]

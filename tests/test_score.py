@@ -26,7 +26,7 @@ from brats.trainer.config import TrainConfig
 from brats.trainer.loop import run_training
 from brats.trainer.model import ModelConfig, ResUNet
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def cube(shape=(20, 20, 20), lo=5, hi=10, shift=(0, 0, 0)):

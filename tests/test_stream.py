@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -11,13 +11,13 @@ import torch
 import torchio as tio
 
 from brats.store.reader import labelled_case_ids, open_case
-from brats.trainer.queue import SubjectOrder
+from brats.store.volumes import iterate_volumes
+from brats.trainer.patch_queue import SubjectOrder
 from brats.trainer.sampler import TumourSampler, padded_window
 from brats.trainer.stream import PatchStream, StreamConfig
 from brats.trainer.subjects import store_subjects_dataset
-from brats.trainer.volumes import iterate_volumes
 
-from .conftest import brain_arrays, ingest_cases
+from .helpers import brain_arrays, ingest_cases
 
 SMALL = StreamConfig(patch_size=(16, 16, 16), samples_per_volume=4, queue_length=16, batch_size=4, workers=0)
 

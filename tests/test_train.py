@@ -21,7 +21,7 @@ from brats.errors import CheckpointError, ConfigError, StoreError
 from brats.regions import region_targets
 from brats.scoring.report import SUMMARY_ROWS
 from brats.scoring.run import ScoreConfig, run_scoring
-from brats.trainer import distributed
+from brats.trainer import ddp
 from brats.trainer.augment import BatchAugmenter
 from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
 from brats.trainer.config import TrainConfig, load_config
@@ -29,7 +29,7 @@ from brats.trainer.loop import cosine_lr, precision, run_training
 from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
 
-from .conftest import brain_arrays, ingest_cases
+from .helpers import brain_arrays, ingest_cases
 
 
 def tiny(store, out, **changes) -> TrainConfig:
@@ -288,7 +288,7 @@ def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(ConfigError, match="LOCAL_RANK"):
-        distributed.start("cuda:1")
+        ddp.start("cuda:1")
 
 
 def test_patch_too_small_for_the_bottleneck_is_refused():

@@ -12,7 +12,7 @@ from brats.pipeline.discovery import discover_cases
 from brats.pipeline.nifti import NiftiLimits, open_nifti
 from brats.pipeline.validation import load_case
 
-from .conftest import brain_arrays, write_case
+from .helpers import brain_arrays, write_case
 
 
 def save(path, arr, affine=None):

@@ -54,7 +54,8 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--downsample", type=click.IntRange(1, 4), default=None,
               help="Train and predict at 1/N resolution (2: 2 mm voxels, 8x less compute).  [default: 1]")
 @click.option("--split-file", default=None, help='JSON {"train": [ids], "val": [ids]} instead of --val-fraction.')
-@click.option("--val-every", type=click.IntRange(1), default=None, help="Validate every N epochs (and after the last).  [default: 5]")
+@click.option("--val-every", type=click.IntRange(1), default=None,
+              help="Validate every N epochs (and after the last).  [default: 5]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of these options (names as here); options given here override it.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,

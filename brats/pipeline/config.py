@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..geometry import AFFINE_ATOL
 from .nifti import NiftiLimits
 from .preprocess import PreprocessConfig
 
@@ -19,7 +20,7 @@ class IngestConfig:
 
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     limits: NiftiLimits = field(default_factory=NiftiLimits)
-    affine_atol: float = 1e-3
+    affine_atol: float = AFFINE_ATOL
 
     def store_params(self) -> dict[str, Any]:
         return {"preprocess": asdict(self.preprocess), "affine_atol": self.affine_atol}

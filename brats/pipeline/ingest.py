@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import InvalidCaseError, StoreError
-from ..store import layout
 from ..faults import fault_point
 from ..files import replaced_on_success
+from ..store import layout
 from ..store.index import write_index
 from ..store.locks import case_lock
 from ..store.reader import read_case_record

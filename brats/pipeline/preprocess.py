@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidCaseError
-from .codes import table_size, unsigned_view
+from ..labels import REGIONS
 from .naming import MODALITIES, Convention
-from .validation import LoadedCase
+from .validation import LoadedCase, table_size, unsigned_view
 
-REGIONS: dict[str, tuple[int, ...]] = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
-"""Nested BraTS regions in store labels (1 necrosis, 2 edema, 3 enhancing)."""
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -173,18 +170,3 @@ def preprocess_case(case: LoadedCase, cfg: PreprocessConfig = PreprocessConfig()
         normalization=normalization,
         voxel_counts=voxels,
     )
-
-
-def shifted_affine(affine: np.ndarray, start: Sequence[int]) -> np.ndarray:
-    """The affine of a grid whose first voxel is voxel `start` of the grid of `affine` (a crop, a pad, a patch)."""
-    out = np.array(affine, dtype=np.float64)
-    out[:3, 3] = out[:3, :3] @ np.asarray(start, dtype=np.float64) + out[:3, 3]
-    return out
-
-
-def uncrop(cropped: np.ndarray, crop_box: tuple[tuple[int, int], ...], original_shape: tuple[int, ...],
-           fill: int | float = 0) -> np.ndarray:
-    """Put an array of the cropped frame back into the original volume (the inverse of the crop)."""
-    out = np.full(original_shape, fill, dtype=cropped.dtype)
-    out[tuple(slice(a, b) for a, b in crop_box)] = cropped
-    return out

@@ -7,10 +7,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidCaseError
-from .codes import table_size, unsigned_view
+from ..geometry import AFFINE_ATOL
 from .discovery import RawCase
 from .naming import MODALITIES, Convention
 from .nifti import NiftiLimits, NiftiSource, open_nifti
+
+
+def unsigned_view(arr: np.ndarray) -> np.ndarray | None:
+    """A same-memory unsigned view of a native-order integer array of at most 16 bits, or None
+    for other types (a byte-swapped array's codes would not be its values)."""
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2 or not arr.dtype.isnative:
+        return None
+    return arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
+
+
+def table_size(codes: np.ndarray) -> int:
+    """Entries of a lookup table indexed by every possible code of `codes`."""
+    return 1 << (8 * codes.dtype.itemsize)
 
 
 @dataclass
@@ -34,7 +47,7 @@ def check_geometry(sources: dict[str, NiftiSource], atol: float) -> None:
     """All files of a case share one shape and (within `atol` mm) one affine."""
     ref_role = MODALITIES[0]
     ref = sources[ref_role]
-    for role, src in sources.items():
+    for src in sources.values():
         if src.shape != ref.shape:
             raise InvalidCaseError(src.path, f"shape {'x'.join(map(str, src.shape))} differs from "
                                              f"{ref.path.name} ({'x'.join(map(str, ref.shape))})")
@@ -81,7 +94,8 @@ def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.
     return codes
 
 
-def open_sources(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = 1e-3) -> dict[str, NiftiSource]:
+def open_sources(raw: RawCase, limits: NiftiLimits = NiftiLimits(),
+                 affine_atol: float = AFFINE_ATOL) -> dict[str, NiftiSource]:
     """Read every file of a case and check headers and geometry, before any voxel is decoded."""
     if raw.problem:
         raise InvalidCaseError(raw.problem_file or raw.folder, raw.problem)
@@ -106,6 +120,6 @@ def decode_case(raw: RawCase, sources: dict[str, NiftiSource]) -> LoadedCase:
                       spacing=spacing)  # type: ignore[arg-type]
 
 
-def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = 1e-3) -> LoadedCase:
+def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = AFFINE_ATOL) -> LoadedCase:
     """Open, check and decode a whole case."""
     return decode_case(raw, open_sources(raw, limits, affine_atol))

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from ..errors import DiscoveryError, InvalidCaseError, StoreError
+from ..geometry import uncrop
 from ..pipeline.discovery import RawCase, discover_cases
-from ..pipeline.preprocess import preprocess_case, uncrop
+from ..pipeline.preprocess import preprocess_case
 from ..pipeline.validation import load_case
+from ..readahead import prefetched
 from ..store.reader import list_case_ids, open_case
-from ..trainer.prefetch import prefetched
-from ..trainer.volumes import iterate_volumes
+from ..store.volumes import iterate_volumes
 
 
 @dataclass

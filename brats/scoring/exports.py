@@ -9,13 +9,12 @@ import numpy as np
 
 from ..errors import InvalidCaseError
 from ..files import replaced_on_success
+from ..geometry import AFFINE_ATOL, uncrop
 from ..pipeline.naming import CONVENTIONS
 from ..pipeline.nifti import open_nifti
-from ..pipeline.preprocess import remap_labels, uncrop
+from ..pipeline.preprocess import remap_labels
 from ..pipeline.validation import check_seg_labels
 from .cases import ScoreCase
-
-AFFINE_ATOL = 1e-3
 
 
 def to_raw_labels(store_labels: np.ndarray, convention: str) -> np.ndarray:

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..files import replaced_on_success
-from ..metrics import REGIONS, region_mask
+from ..labels import REGIONS
+from ..metrics import region_mask
 from ..pipeline.naming import MODALITIES
 
 REGION_COLOURS = {"wt": "#2ecc40", "tc": "#ffdc00", "et": "#ff4136"}

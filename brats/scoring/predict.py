@@ -18,13 +18,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..devices import resolve_device
 from ..errors import BratsError, ConfigError
 from ..faults import fault_point
 from ..files import check_output
 from ..pipeline.discovery import RawCase, discover_cases
+from ..readahead import prefetched
 from ..store.reader import case_modified
-from ..trainer.distributed import resolve_device
-from ..trainer.prefetch import prefetched
 from .cases import ScoreCase, load_raw_case, select_store_cases, store_cases
 from .exports import save_prediction
 from .models import inference_config, load_members, predict_case

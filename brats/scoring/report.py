@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 
 from ..files import replaced_on_success
-from ..metrics import METRICS, REGIONS
+from ..labels import REGIONS
 from ..lesionwise import LESION_METRICS
+from ..metrics import METRICS
 
 FIRST_COLUMNS = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
 LEGACY_COLUMNS = FIRST_COLUMNS + [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in REGIONS]

@@ -16,16 +16,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import __version__
+from ..devices import resolve_device
 from ..errors import ConfigError, StoreError
 from ..faults import fault_point
 from ..files import check_output, replaced_on_success
-from ..metrics import REGIONS, region_metrics
-from ..pipeline.preprocess import uncrop
-from ..trainer.distributed import resolve_device
+from ..geometry import uncrop
+from ..labels import REGIONS
+from ..lesionwise import CHALLENGES, lesionwise_metrics
+from ..metrics import region_metrics
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
 from .exports import read_prediction, save_prediction
 from .figures import case_figure, plot_scores
-from ..lesionwise import CHALLENGES, lesionwise_metrics
 from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
 from .report import case_rows, score_table, worst_cases, write_table
 

@@ -11,7 +11,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from ..pipeline.preprocess import shifted_affine
+from ..geometry import shifted_affine
 from . import layout
 
 
@@ -20,9 +20,7 @@ def read_case_record(root: Path, case_id: str) -> dict[str, Any] | None:
     meta = layout.case_dir(root, case_id) / "zarr.json"
     try:
         return json.loads(meta.read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # absent, being written, or damaged: not a complete case
         return None
 
 

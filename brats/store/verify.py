@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from ..pipeline.preprocess import REGIONS
+from ..labels import REGIONS
 from . import layout
 from .reader import read_case_record
 from .writer import checksum

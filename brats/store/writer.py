@@ -20,7 +20,7 @@ from ..errors import StoreError, StoreMismatchError
 from ..faults import fault_point
 from ..files import libc
 from . import layout
-from .locks import store_lock
+from .locks import case_lock, store_lock
 
 log = logging.getLogger(__name__)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
@@ -172,8 +172,6 @@ def recover_case(root: Path, case_id: str) -> None:
 def sweep_debris(root: Path) -> int:
     """Recover every case that a killed writer left debris for (staging or trash), each under its
     case lock so a concurrent writer's live staging is never touched. Returns how many."""
-    from .locks import case_lock
-
     names = set()
     for folder in (layout.staging_dir(root), layout.trash_dir(root)):
         if folder.is_dir():

@@ -20,25 +20,27 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import __version__
+from ..devices import cuda_autocast_dtype
 from ..errors import CheckpointError, ConfigError, shortened
-from ..files import check_output
 from ..faults import fault_point
-from ..inference import InferenceConfig, cuda_autocast_dtype, predict_labels
-from ..metrics import REGIONS, region_dice
+from ..files import check_output
+from ..inference import InferenceConfig, predict_labels
+from ..labels import REGIONS
+from ..metrics import region_dice
 from ..regions import Postprocessing, region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
-from . import distributed
+from ..store.volumes import iterate_volumes
+from . import ddp
 from .augment import BatchAugmenter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict
-from .log import plot_curves, write_log
 from .loss import deep_supervision_loss
 from .model import ModelConfig, ResUNet
 from .postprocess import choose_postprocessing
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
 from .stream import PatchBatch, PatchStream, StreamConfig
-from .volumes import iterate_volumes
+from .train_log import plot_curves, write_log
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def resume_base(path: str | Path) -> TrainConfig:
 class Trainer:
     """State of one run: model, optimiser, schedule, scaler, augmenter, history."""
 
-    def __init__(self, config: TrainConfig, runtime: distributed.Runtime, split: Split) -> None:
+    def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split) -> None:
         self.config, self.runtime, self.split = config, runtime, split
         self.store_params = read_store_attrs(config.store)
         device = runtime.device
@@ -227,7 +229,7 @@ class Trainer:
         cuda = device.type == "cuda"
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         reserved = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else None
-        return {"train_loss": distributed.mean_across(self.runtime, sum(losses) / len(losses)),
+        return {"train_loss": ddp.mean_across(self.runtime, sum(losses) / len(losses)),
                 "patches_per_s": micro * cfg.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
                 "seconds": seconds}
@@ -300,7 +302,7 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
     state = load_checkpoint(resume) if resume else None
     if state is not None:
         check_resumable(state, config, str(resume))
-    runtime = distributed.start(config.device)
+    runtime = ddp.start(config.device)
     try:
         if state is not None:
             split = Split(list(state["split"]["train"]), list(state["split"]["val"]))
@@ -316,7 +318,7 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
             trainer.restore(state, str(resume))
         return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
     finally:
-        distributed.stop(runtime)
+        ddp.stop(runtime)
 
 
 def _check_same_store(store: str, state: dict[str, Any], split: Split, path: str) -> None:
@@ -358,10 +360,10 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
             due = trainer.split.val and (trainer.epoch % config.val_every == 0 or trainer.epoch == config.epochs)
             if due and runtime.main:
                 row.update(trainer.validate(progress))
-            distributed.barrier(runtime)
+            ddp.barrier(runtime)
             trainer.history.append(row)
             improved = _improved(trainer, row)
-            augmenters = distributed.gather_to_main(runtime, trainer.augmenter.state_dict())
+            augmenters = ddp.gather_to_main(runtime, trainer.augmenter.state_dict())
             if runtime.main:
                 _save(trainer, out, improved, augmenters)
                 log.info(_summary(row, config.epochs))

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import REGIONS, dice, region_mask
-from ..regions import Postprocessing, remove_small_components
+from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, LesionRules, lesion_dice_by_min_size
+from ..metrics import dice, region_mask
+from ..regions import Postprocessing, remove_small_components
 
 # Candidate minimum ET sizes in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
 # BraTS 2021 winner used 200.

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torchio as tio
 
-from ..pipeline.preprocess import shifted_affine
-from .subjects import LOCATIONS_KEY, ORIGIN_KEY, SAMPLED_REGIONS, STORED_SHAPE_KEY
+from ..geometry import shifted_affine
+from ..labels import REGIONS
+from .subjects import LOCATIONS_KEY, ORIGIN_KEY, STORED_SHAPE_KEY
 
 TUMOUR_CENTRED = "tumour_centred"
 START = "start"
@@ -53,7 +54,7 @@ class TumourSampler(tio.data.sampler.RandomSampler):
     """
 
     def __init__(self, patch_size: Sequence[int], tumour_fraction: float = 0.5,
-                 regions: Sequence[str] = SAMPLED_REGIONS, seed: int = 0) -> None:
+                 regions: Sequence[str] = tuple(REGIONS), seed: int = 0) -> None:
         super().__init__(tuple(patch_size))
         if not 0.0 <= tumour_fraction <= 1.0:
             raise ValueError(f"tumour_fraction must lie in [0, 1], not {tumour_fraction}")

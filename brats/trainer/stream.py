@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torchio as tio
 
-from .memory import keep_freed_memory
-from .queue import StoreQueue
+from ..files import libc
+from ..labels import REGIONS
+from .patch_queue import StoreQueue
 from .sampler import START, TUMOUR_CENTRED, TumourSampler
-from .subjects import SAMPLED_REGIONS, store_subjects_dataset
+from .subjects import store_subjects_dataset
+
+log = logging.getLogger(__name__)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_BYTES = 1 << 30
+MMAP_LIMIT = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class StreamConfig:
 
     patch_size: tuple[int, int, int] = (96, 96, 96)
     tumour_fraction: float = 0.5
-    tumour_regions: tuple[str, ...] = SAMPLED_REGIONS
+    tumour_regions: tuple[str, ...] = tuple(REGIONS)
     samples_per_volume: int = 8
     queue_length: int = 64
     batch_size: int = 4
@@ -32,7 +39,24 @@ class StreamConfig:
     loader: str = "threads"  # or "processes" (forkserver/spawn); workers=0 loads inline, for debugging
     prefetch_batches: int = 4
     collate_threads: int = 2
-    reuse_memory: bool = True  # see memory.keep_freed_memory
+    reuse_memory: bool = True  # see keep_freed_memory
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed volume and batch buffers instead of unmapping them.
+
+    By default glibc serves blocks over ~32 MiB with mmap and unmaps them on free, so every
+    new 30-60 MB case or batch buffer is page-faulted in afresh: on the 2-core test machine
+    that took half of the streaming time (docs/benchmarks.md). Raising the mmap and trim
+    thresholds keeps up to 1 GiB of freed memory for reuse, the effect PyTorch's performance
+    guide gets from jemalloc or tcmalloc. Returns False where the C library is not glibc.
+    """
+    mallopt = getattr(libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    log.debug("glibc mallopt thresholds raised: %s", done)
+    return done
 
 
 @dataclass

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 import torchio as tio
 
 from ..errors import StoreError
-from ..pipeline.preprocess import REGIONS, shifted_affine
+from ..geometry import shifted_affine
+from ..labels import REGIONS
 from ..store import layout
 from ..store.reader import array_path, cropped_affine, load_array, load_locations, read_case_record
 
 LOCATIONS_KEY = "tumour_locations"
 ORIGIN_KEY = "origin"
 STORED_SHAPE_KEY = "stored_shape"
-SAMPLED_REGIONS = tuple(REGIONS)
 
 
 def read_store_image(path: str | Path, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -45,7 +45,7 @@ class PrepareSubject:
         self.patch_size = tuple(int(s) for s in patch_size)
 
     def __call__(self, subject: tio.Subject) -> tio.Subject:
-        locations = load_locations(subject["case_path"], SAMPLED_REGIONS)
+        locations = load_locations(subject["case_path"], tuple(REGIONS))
         shape = np.array(subject.spatial_shape)
         size = np.array(self.patch_size)
         half = size // 2

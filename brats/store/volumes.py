@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..store.reader import open_case
-from .prefetch import prefetched
+from ..readahead import prefetched
+from .reader import open_case
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,10 +10,21 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Sampler
 
-from .prefetch import prefetched
+from ..readahead import prefetched
 from .sampler import TumourSampler
 from .seeds import ORDER, PATCHES, SHUFFLE, derive_seed
-from .workers import worker_context
+
+
+def worker_context(workers: int) -> str | None:
+    """Start method for loader workers: never `fork`.
+
+    zarr 3 runs an event-loop thread and Blosc keeps global contexts; a forked child inherits
+    them half-initialised and can hang (a known zarr/Blosc hazard with fork). `forkserver` forks from a clean server
+    process, so each worker starts fast and safe; `spawn` where forkserver is unavailable.
+    """
+    if workers <= 0:
+        return None
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class SubjectOrder(Sampler[int]):

@@ -1,0 +1,27 @@
+"""Which device computes, and in which precision: one answer for training, scoring and prediction."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks this process's GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device cuda asked for, but this torch build sees no CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def cuda_autocast_dtype() -> torch.dtype:
+    """bf16 on GPUs with native bf16 (Ampere and later: no overflow, same speed), else fp16; emulated
+    bf16 (V100, T4) is slow, so it does not count."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
