@@ -59,7 +59,7 @@ def one_core(raw: Path, tmp: Path, repeats: int) -> None:
             assert result.status == "ingested", result
 
         t = best_of(ingest, repeats)
-        shape = read_case_record(root, case.case_id)["original_shape"]
+        shape = read_case_record(root, case.case_id).original_shape
         ratios.append(t / floor)
         ratios_ng.append(t / floor_ng)
         times.append(t)

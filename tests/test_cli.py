@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from brats import __version__
 from brats.cli.main import cli
+from brats.store import layout
 
 
 def run(*args):
@@ -199,7 +200,7 @@ def test_a_run_with_a_relative_store_resumes_from_anywhere_and_from_a_copy_of_it
     moved = console("train", "--resume", str(project / "run" / "last.pt"), "--epochs", "3", "--store",
                     str(tmp_path / "copy"), cwd=elsewhere)
     assert moved.returncode == 0, moved.stderr
-    shutil.rmtree(tmp_path / "copy" / "cases" / sorted(p.name for p in (tmp_path / "copy" / "cases").iterdir())[0])
+    shutil.rmtree(min(p for p in layout.cases_dir(tmp_path / "copy").iterdir() if p.is_dir()))
     one_line_error(console("train", "--resume", str(project / "run" / "last.pt"), "--epochs", "4", "--store",
                            str(tmp_path / "copy"), cwd=elsewhere), "lacks 1 of the run's cases")
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from brats.store import layout
+
 from .helpers import brain_arrays, write_case
 
 
@@ -81,7 +83,7 @@ def test_ctrl_c_during_ingest_is_one_line_and_resumable(tmp_path):
     for i in range(12):
         mods, seg = brain_arrays(seed=i, shape=(64, 64, 48))
         write_case(tmp_path / "raw" / f"c{i:02d}", f"c{i:02d}", mods, seg)
-    cases = tmp_path / "store" / "cases"
+    cases = layout.cases_dir(tmp_path / "store")
     stopped = interrupted(["ingest", "raw", "--out", "store", "--workers", "2"], tmp_path,
                           ready=lambda: cases.is_dir() and len(list(cases.iterdir())) >= 2)
     assert stopped.returncode == 130, stopped.stderr

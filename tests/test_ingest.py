@@ -44,7 +44,7 @@ def test_dask_ingest_then_incremental_rerun(synth_raw, tmp_path):
     write_case(synth_raw / ids[1], ids[1], mods, seg)
     third = run_ingest(synth_raw, store, workers=2, progress=False)
     assert statuses(third) == {ids[0]: "unchanged", ids[1]: "ingested", ids[2]: "unchanged", ids[3]: "unchanged"}
-    assert open_case(store, ids[1]).record["fingerprint"] != before[ids[1]]["fingerprint"]
+    assert open_case(store, ids[1]).record.fingerprint != before[ids[1]].fingerprint
     assert open_case(store, ids[2]).record == before[ids[2]]
     report = pd.read_csv(store / "ingest_report.csv")
     assert report.set_index("case_id").loc[ids[1], "status"] == "ingested"
@@ -57,15 +57,15 @@ def test_stored_case_content(synth_raw, tmp_path):
     image, label = case.image[...], case.label[...]
     assert image.dtype == np.float16 and image.shape[0] == 4 and label.dtype == np.uint8
     assert set(np.unique(label)) <= {0, 1, 2, 3}
-    assert rec["checksums"]["image"] == checksum(image) and rec["checksums"]["label"] == checksum(label)
-    assert rec["convention"] == "2021" and rec["original_shape"] == [40, 40, 32]
-    assert len(rec["affine"]) == 4 and rec["spacing"] == [6.0, 6.0, 6.0]
-    assert set(rec["source"]["files"]) == {"t1", "t1ce", "t2", "flair", "seg"}
-    for c, m in enumerate(rec["modalities"]):
+    assert rec.checksums["image"] == checksum(image) and rec.checksums["label"] == checksum(label)
+    assert rec.convention == "2021" and rec.original_shape == (40, 40, 32)
+    assert len(rec.affine) == 4 and rec.spacing == (6.0, 6.0, 6.0)
+    assert set(rec.source_files) == {"t1", "t1ce", "t2", "flair", "seg"}
+    for c, m in enumerate(rec.modalities):
         nz = image[c][image[c] != 0].astype(np.float64)
         assert abs(nz.mean()) < 0.02 and abs(nz.std() - 1) < 0.02, m
     locs = case.locations("wt")
-    assert len(locs) == rec["voxels"]["wt"] and (label[tuple(locs.T.astype(int))] > 0).all()
+    assert len(locs) == rec.voxels["wt"] and (label[tuple(locs.T.astype(int))] > 0).all()
 
 
 def test_bad_cases_are_reported_and_others_ingested(synth_raw, tmp_path):
@@ -103,9 +103,9 @@ def test_empty_seg_and_unlabelled_and_2023_cases(tmp_path):
     summary = run_ingest(raw, tmp_path / "s", workers=0, progress=False)
     assert set(statuses(summary).values()) == {"ingested"}
     healthy, nolabel, new = (open_case(tmp_path / "s", c) for c in ("healthy", "nolabel", "new"))
-    assert healthy.record["voxels"]["wt"] == 0 and healthy.locations("wt").shape == (0, 3)
-    assert nolabel.label is None and not nolabel.record["labelled"]
-    assert new.record["convention"] == "2023" and new.record["voxels"]["et"] == int((seg == 4).sum())
+    assert healthy.record.voxels["wt"] == 0 and healthy.locations("wt").shape == (0, 3)
+    assert nolabel.label is None and not nolabel.record.labelled
+    assert new.record.convention == "2023" and new.record.voxels["et"] == int((seg == 4).sum())
 
 
 def brats_cmd(*args):
@@ -125,7 +125,7 @@ def test_two_concurrent_runs_ingest_each_case_once(synth_raw, tmp_path):
     assert not any(layout.staging_dir(store).iterdir()) and not any(layout.trash_dir(store).iterdir())
     for cid in list_case_ids(store):
         case = open_case(store, cid)
-        assert case.record["checksums"]["image"] == checksum(case.image[...])
+        assert case.record.checksums["image"] == checksum(case.image[...])
 
 
 @pytest.mark.parametrize("delay", [0.8, 1.6])
@@ -136,15 +136,15 @@ def test_sigkill_mid_run_then_rerun_completes(synth_raw, tmp_path, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    survived = {cid: open_case(store, cid).record["fingerprint"] for cid in list_case_ids(store)}
+    survived = {cid: open_case(store, cid).record.fingerprint for cid in list_case_ids(store)}
     summary = run_ingest(synth_raw, store, workers=0, progress=False)
     assert summary.exit_code == 0
     assert len(list_case_ids(store)) == 4
     for cid, fp in survived.items():  # what was complete before the kill is kept, not redone
-        assert statuses(summary)[cid] == "unchanged" and open_case(store, cid).record["fingerprint"] == fp
+        assert statuses(summary)[cid] == "unchanged" and open_case(store, cid).record.fingerprint == fp
     for cid in list_case_ids(store):
         case = open_case(store, cid)
-        assert case.record["checksums"]["image"] == checksum(case.image[...])
+        assert case.record.checksums["image"] == checksum(case.image[...])
 
 
 def test_existing_scheduler_by_address_and_by_scheduler_file(synth_raw, tmp_path):
@@ -160,7 +160,7 @@ def test_existing_scheduler_by_address_and_by_scheduler_file(synth_raw, tmp_path
     assert by_address.count("ingested") == 4 and by_file.count("ingested") == 4
     for cid in list_case_ids(tmp_path / "a"):  # same bytes whichever cluster wrote them
         a, b = open_case(tmp_path / "a", cid), open_case(tmp_path / "b", cid)
-        assert a.record["checksums"] == b.record["checksums"]
+        assert a.record.checksums == b.record.checksums
         np.testing.assert_array_equal(a.locations("wt"), b.locations("wt"))
 
 
@@ -179,4 +179,4 @@ def test_big_endian_files_ingest_to_the_same_values(tmp_path):
     little, big = open_case(tmp_path / "store", "little"), open_case(tmp_path / "store", "big")
     np.testing.assert_array_equal(little.image[...], big.image[...])
     np.testing.assert_array_equal(little.label[...], big.label[...])
-    assert little.record["normalization"] == big.record["normalization"]
+    assert little.record.normalization == big.record.normalization

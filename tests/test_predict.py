@@ -107,7 +107,7 @@ def test_store_cases_match_the_segmentations_score_saves(tiny_store, tmp_path):
         predicted = nib.load(tmp_path / "p" / f"{case_id}.nii.gz")
         saved_by_score = nib.load(tmp_path / "s" / f"{case_id}.nii.gz")
         assert np.array_equal(np.asarray(predicted.dataobj), np.asarray(saved_by_score.dataobj))
-        assert predicted.shape == tuple(read_case_record(tiny_store, case_id)["original_shape"])
+        assert predicted.shape == tuple(read_case_record(tiny_store, case_id).original_shape)
 
 
 def test_command_line_errors(tiny_store, tmp_path):

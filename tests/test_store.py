@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,13 +9,28 @@ from brats.store import layout
 from brats.store.index import INDEX_COLUMNS, read_index, write_index
 from brats.store.locks import case_lock
 from brats.store.reader import list_case_ids, open_case, read_case_record, read_store_attrs
+from brats.store.schema import SCHEMA_VERSION, CaseRecord, SourceFile, StoreAttrs
 from brats.store.writer import checksum, create_or_check_store, recover_case, write_case
 
 
 def record(case_id):
-    return {"case_id": case_id, "labelled": True, "convention": "2021", "cropped_shape": [4, 5, 6],
-            "voxels": {"brain": 10, "wt": 3, "tc": 2, "et": 1}, "spacing": [1.0, 1.0, 1.0],
-            "source": {"dir": "/raw/x", "files": {}}, "fingerprint": "f" * 64, "ingested_at": "now"}
+    return CaseRecord(case_id=case_id, labelled=True, convention="2021", modalities=("t1", "t1ce", "t2", "flair"),
+                      source_dir="/raw/x", source_files={"t1": SourceFile("x_t1.nii.gz", "0" * 64, 10, 1)},
+                      fingerprint="f" * 64, params_fingerprint="p" * 16, original_shape=(8, 9, 10),
+                      cropped_shape=(4, 5, 6), crop_box=((1, 5), (2, 7), (3, 9)), affine=tuple(map(tuple, np.eye(4))),
+                      spacing=(1.0, 1.0, 1.0), normalization={}, voxels={"brain": 10, "wt": 3, "tc": 2, "et": 1},
+                      ingested_at="now", brats_version="0")
+
+
+def test_the_case_record_round_trips_through_the_zarr_attributes(tmp_path):
+    original = record("c1")
+    assert CaseRecord.from_attrs(original.to_attrs(), "here") == original
+    assert json.loads(json.dumps(original.to_attrs())) == original.to_attrs()  # plain JSON
+    attrs = original.to_attrs()
+    del attrs["crop_box"]
+    with pytest.raises(StoreError, match="here: damaged case record"):
+        CaseRecord.from_attrs(attrs, "here")
+    np.testing.assert_array_equal(original.cropped_affine[:3, 3], [1, 2, 3])
 
 
 def arrays():
@@ -26,13 +42,14 @@ def arrays():
 
 def test_create_check_and_mismatch(tmp_path):
     root = create_or_check_store(tmp_path / "s", {"a": 1})
-    assert read_store_attrs(root) == {"schema_version": layout.SCHEMA_VERSION, "ingest_config": {"a": 1}}
+    assert read_store_attrs(root) == StoreAttrs(SCHEMA_VERSION, {"a": 1})
     create_or_check_store(root, {"a": 1})  # same parameters: fine
     with pytest.raises(StoreMismatchError, match="other parameters"):
         create_or_check_store(root, {"a": 2})
-    meta = json.loads((root / "zarr.json").read_text())
+    meta_path = layout.metadata_path(layout.cases_dir(root))
+    meta = json.loads(meta_path.read_text())
     meta["attributes"]["brats"]["schema_version"] = 99
-    (root / "zarr.json").write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(StoreMismatchError, match="schema v99"):
         create_or_check_store(root, {"a": 1})
 
@@ -71,7 +88,7 @@ def test_write_case_round_trip_layout_and_checksums(tmp_path):
     np.testing.assert_array_equal(case.locations("wt"), data["loc_wt"])
     assert case.locations("et").shape == (0, 3)
     assert case.image.chunks == data["image"].shape  # one chunk per case array
-    assert case.record["checksums"]["image"] == checksum(data["image"])
+    assert case.record.checksums["image"] == checksum(data["image"])
     assert list_case_ids(root) == ["c1"]
 
 
@@ -109,7 +126,7 @@ def test_replace_keeps_one_version(tmp_path, monkeypatch, atomic_exchange):
     write_case(root, "c1", arrays(), record("c1"))
     new = arrays()
     new["image"] = new["image"] * 2
-    write_case(root, "c1", new, dict(record("c1"), fingerprint="e" * 64))
+    write_case(root, "c1", new, replace(record("c1"), fingerprint="e" * 64))
     np.testing.assert_array_equal(open_case(root, "c1").image[...], new["image"])
     assert not any(layout.trash_dir(root).iterdir()) and not any(layout.staging_dir(root).iterdir())
 
@@ -128,3 +145,31 @@ def test_chunk_shape_splits_only_huge_arrays():
     assert layout.chunk_shape((4, 140, 170, 140), 2) == (4, 140, 170, 140)
     big = layout.chunk_shape((4, 1024, 1024, 512), 2)
     assert np.prod(big) * 2 <= layout.MAX_CHUNK_BYTES and big[0] == 4
+
+
+def test_the_hierarchy_walks_and_opens_without_warnings(tiny_store):
+    import warnings
+
+    import dask.array as da
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr warns about every non-Zarr entry it meets
+        group = zarr.open_group(str(layout.cases_dir(tiny_store)), mode="r")
+        members = dict(group.members(max_depth=None))
+        case_id = list_case_ids(tiny_store)[0]
+        image = da.from_zarr(str(layout.case_dir(tiny_store, case_id) / layout.IMAGE))
+        assert image.shape == open_case(tiny_store, case_id).image.shape and float(image[0].mean().compute()) != 0
+    assert sorted(k for k in members if "/" not in k) == list_case_ids(tiny_store)
+    assert group.attrs["brats"]["schema_version"] == SCHEMA_VERSION
+
+
+def test_a_store_of_the_previous_schema_is_refused_with_what_to_do(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        "brats": {"schema_version": 1, "ingest_config": {}}}}))
+    (old / "cases").mkdir()
+    for call in (lambda: read_store_attrs(old), lambda: create_or_check_store(old, {})):
+        with pytest.raises(StoreMismatchError, match="schema v1 .* ingest the raw cases again into a new folder"):
+            call()

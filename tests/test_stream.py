@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchio as tio
 
+from brats.store import layout
 from brats.store.reader import labelled_case_ids, open_case
 from brats.store.volumes import iterate_volumes
 from brats.trainer.patch_queue import SubjectOrder
@@ -141,7 +142,7 @@ def test_worker_failure_is_raised_not_hung(tiny_store, tmp_path, alarm, loader):
     parallel = StreamConfig(**{**SMALL.__dict__, "workers": 2, "loader": loader})
     with PatchStream(store, ids, parallel, seed=0) as stream:
         for case_id in ids:
-            shutil.rmtree(store / "cases" / case_id / "image")
+            shutil.rmtree(layout.case_dir(store, case_id) / "image")
         with pytest.raises(Exception, match="image|not found|No such"):
             list(stream.batches(0, 4))
 

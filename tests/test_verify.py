@@ -8,6 +8,7 @@ import zarr
 from click.testing import CliRunner
 
 from brats.cli.main import cli
+from brats.store import layout
 from brats.store.verify import verify_store
 
 
@@ -25,7 +26,7 @@ def test_clean_store_verifies(tiny_store):
 
 def test_each_kind_of_damage_is_reported(tiny_store, tmp_path):
     store = damaged(tiny_store, tmp_path)
-    cases = store / "cases"
+    cases = layout.cases_dir(store)
     # 1. contents changed after ingest (same shape and dtype): caught by the checksum
     label = zarr.open_array(str(cases / "BraTS2021_00000" / "label"), mode="r+")
     data = label[...]

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..store.schema import CaseRecord
+
 
 def file_stat(path: Path) -> dict[str, int]:
     """Size and modification time: the cheap first test of whether a file changed."""
@@ -21,17 +23,18 @@ def case_fingerprint(file_hashes: dict[str, str], params: dict[str, Any]) -> str
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def stats_unchanged(record: dict[str, Any], files: dict[str, Path], params_fp: str) -> bool:
+def stats_unchanged(record: CaseRecord, files: dict[str, Path], params_fp: str) -> bool:
     """True when the stored record has the same roles, sizes, mtimes and parameters as the raw files."""
-    if record.get("params_fingerprint") != params_fp:
-        return False
-    stored = record.get("source", {}).get("files", {})
-    if set(stored) != set(files):
+    if record.params_fingerprint != params_fp or set(record.source_files) != set(files):
         return False
     try:
-        return all(file_stat(p) == {k: stored[r][k] for k in ("size", "mtime_ns")} for r, p in files.items())
-    except (OSError, KeyError):
+        for role, path in files.items():
+            stored = record.source_files[role]
+            if file_stat(path) != {"size": stored.size, "mtime_ns": stored.mtime_ns}:
+                return False
+    except OSError:
         return False
+    return True
 
 
 def params_fingerprint(params: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from ..store import layout
 from ..store.index import write_index
 from ..store.locks import case_lock
 from ..store.reader import read_case_record
+from ..store.schema import CaseRecord, SourceFile
 from ..store.writer import create_or_check_store, recover_case, sweep_debris, write_case
 from .cluster import dask_client
 from .config import IngestConfig
@@ -74,30 +75,27 @@ def _case_arrays(pre: PreprocessedCase) -> dict[str, Any]:
     return arrays
 
 
-def _case_record(loaded: LoadedCase, pre: PreprocessedCase, fingerprint: str, params_fp: str) -> dict[str, Any]:
+def _case_record(loaded: LoadedCase, pre: PreprocessedCase, fingerprint: str, params_fp: str) -> CaseRecord:
     raw, sources = loaded.raw, loaded.sources
-    return {
-        "case_id": raw.case_id,
-        "labelled": raw.labelled,
-        "convention": raw.convention.name,  # type: ignore[union-attr]
-        "modalities": list(MODALITIES),
-        "source": {
-            "dir": str(raw.folder.resolve()),
-            "files": {role: {"name": src.path.name, "sha256": src.sha256, **file_stat(src.path)}
-                      for role, src in sources.items()},
-        },
-        "fingerprint": fingerprint,
-        "params_fingerprint": params_fp,
-        "original_shape": list(pre.original_shape),
-        "cropped_shape": list(pre.image.shape[1:]),
-        "crop_box": [list(b) for b in pre.crop_box],
-        "affine": loaded.affine.tolist(),
-        "spacing": list(loaded.spacing),
-        "normalization": pre.normalization,
-        "voxels": pre.voxel_counts,
-        "ingested_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "brats_version": __version__,
-    }
+    return CaseRecord(
+        case_id=raw.case_id,
+        labelled=raw.labelled,
+        convention=raw.convention.name,  # type: ignore[union-attr]
+        modalities=MODALITIES,
+        source_dir=str(raw.folder.resolve()),
+        source_files={role: SourceFile(src.path.name, src.sha256, **file_stat(src.path)) for role, src in sources.items()},
+        fingerprint=fingerprint,
+        params_fingerprint=params_fp,
+        original_shape=pre.original_shape,
+        cropped_shape=tuple(int(s) for s in pre.image.shape[1:]),  # type: ignore[arg-type]
+        crop_box=tuple((int(a), int(b)) for a, b in pre.crop_box),
+        affine=tuple(tuple(float(v) for v in row) for row in loaded.affine),
+        spacing=loaded.spacing,
+        normalization=pre.normalization,
+        voxels=pre.voxel_counts,
+        ingested_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        brats_version=__version__,
+    )
 
 
 def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResult:
@@ -125,7 +123,7 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
         try:
             sources = open_sources(raw, config.limits, config.affine_atol)
             fingerprint = case_fingerprint({r: s.sha256 for r, s in sources.items()}, params)
-            if previous and previous.get("fingerprint") == fingerprint:
+            if previous and previous.fingerprint == fingerprint:
                 return result("unchanged")
             loaded = decode_case(raw, sources)
             pre = preprocess_case(loaded, config.preprocess)

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from ..pipeline.preprocess import preprocess_case
 from ..pipeline.validation import load_case
 from ..readahead import prefetched
 from ..store.reader import list_case_ids, open_case
+from ..store.schema import CaseRecord
 from ..store.volumes import iterate_volumes
 
 
@@ -43,10 +43,9 @@ class ScoreCase:
 
 
 def _from_record(case_id: str, image: torch.Tensor | None, reference: np.ndarray | None,
-                 record: dict[str, Any]) -> ScoreCase:
-    return ScoreCase(case_id, image, reference, tuple(tuple(b) for b in record["crop_box"]),
-                     tuple(record["original_shape"]), np.asarray(record["affine"], dtype=np.float64),
-                     tuple(record["spacing"]), record["convention"])
+                 record: CaseRecord) -> ScoreCase:
+    return ScoreCase(case_id, image, reference, record.crop_box, record.original_shape, record.affine_matrix,
+                     record.spacing, record.convention)
 
 
 def select_store_cases(store: str | Path, which: str, validation: list[str]) -> list[str]:

@@ -1,1 +1,1 @@
-"""The Zarr store: the one place that knows paths, chunking, codecs and the schema version."""
+"""The Zarr store: paths, chunking and codecs (`layout`), the typed record and schema version (`schema`)."""

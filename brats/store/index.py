@@ -11,6 +11,7 @@ from ..files import replaced_on_success
 from . import layout
 from .locks import store_lock
 from .reader import list_case_ids, read_case_record
+from .schema import CaseRecord
 
 INDEX_COLUMNS = [
     "case_id", "labelled", "convention", "size_x", "size_y", "size_z", "brain_voxels", "wt_voxels", "tc_voxels",
@@ -18,17 +19,16 @@ INDEX_COLUMNS = [
 ]
 
 
-def _row(record: dict) -> dict:
+def _row(record: CaseRecord) -> dict:
     """One index row; `brain_voxels` counts the non-zero voxels of the fullest modality."""
-    shape = record["cropped_shape"]
-    voxels = record["voxels"]
+    shape = record.cropped_shape
+    voxels = record.voxels
     return {
-        "case_id": record["case_id"], "labelled": record["labelled"], "convention": record["convention"],
+        "case_id": record.case_id, "labelled": record.labelled, "convention": record.convention,
         "size_x": shape[0], "size_y": shape[1], "size_z": shape[2], "brain_voxels": voxels.get("brain", 0),
         "wt_voxels": voxels.get("wt", 0), "tc_voxels": voxels.get("tc", 0), "et_voxels": voxels.get("et", 0),
-        "has_et": voxels.get("et", 0) > 0, "spacing": "x".join(f"{s:g}" for s in record["spacing"]),
-        "source_dir": record["source"]["dir"], "fingerprint": record["fingerprint"],
-        "ingested_at": record["ingested_at"],
+        "has_et": voxels.get("et", 0) > 0, "spacing": "x".join(f"{s:g}" for s in record.spacing),
+        "source_dir": record.source_dir, "fingerprint": record.fingerprint, "ingested_at": record.ingested_at,
     }
 
 

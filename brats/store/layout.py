@@ -1,15 +1,18 @@
 """Where everything lives in a store, and how arrays are chunked and compressed.
 
-Layout (Zarr v3, local directory store)::
+Layout (schema v2; the typed attributes are in `schema.py`)::
 
-    store/zarr.json                 root group; attributes["brats"]: schema version, ingest config
-    store/cases/<case_id>/          one group per case (attributes["brats"]: the case record)
+    store/cases.zarr/               the Zarr v3 hierarchy: root group, attributes["brats"] = StoreAttrs
+    store/cases.zarr/<case_id>/     one group per case, attributes["brats"] = CaseRecord
         image   (4, x, y, z) float16    z-scored t1, t1ce, t2, flair, cropped to the brain
         label   (x, y, z)    uint8      0 background, 1 necrosis, 2 edema, 3 enhancing (labelled cases)
         loc_wt, loc_tc, loc_et (n, 3) uint16   sampled tumour voxel coordinates per region
     store/index.csv                 one row per case (pandas-readable)
     store/ingest_report.csv         the last ingest run, one row per case
     store/.staging/ .trash/ .locks/ private to writers
+
+Only Zarr lives in `cases.zarr/`, so zarr, Dask and xarray open and walk it without warnings;
+the bookkeeping stays beside it. (Schema v1 kept the hierarchy at the store's top level.)
 
 Chunking and codec were chosen by `bench/store_layout.py` (docs/benchmarks.md): zarr-python 3
 costs ~0.5-1 ms per chunk touched, while LZ4 decodes a whole 26 MB cropped BraTS case in
@@ -27,9 +30,8 @@ from pathlib import Path
 
 from zarr.codecs import BloscCodec
 
-SCHEMA_VERSION = 1
-ROOT_ATTR = "brats"
-CASES_GROUP = "cases"
+HIERARCHY = "cases.zarr"
+METADATA = "zarr.json"
 IMAGE = "image"
 LABEL = "label"
 LOCATION_PREFIX = "loc_"
@@ -57,7 +59,18 @@ def chunk_shape(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 
 
 def cases_dir(root: Path) -> Path:
-    return root / CASES_GROUP
+    """The Zarr root group, whose children are the cases."""
+    return root / HIERARCHY
+
+
+def metadata_path(group_dir: Path) -> Path:
+    """The Zarr metadata file of a group (the store's root group or a case)."""
+    return group_dir / METADATA
+
+
+def v1_metadata_path(root: Path) -> Path:
+    """Where a schema v1 store kept its root group metadata."""
+    return root / METADATA
 
 
 def case_dir(root: Path, case_id: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,11 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from ..errors import StoreError
 from ..labels import REGIONS
 from . import layout
-from .reader import read_case_record
+from .reader import read_case_record, read_store_attrs
+from .schema import CaseRecord
 from .writer import checksum
 
 
@@ -26,11 +27,11 @@ class Problem:
         return f"{self.where}: {self.problem}"
 
 
-def _expected(record: dict) -> dict[str, tuple[tuple[int, ...] | None, np.dtype]]:
-    shape = tuple(record["cropped_shape"])
+def _expected(record: CaseRecord) -> dict[str, tuple[tuple[int, ...] | None, np.dtype]]:
+    shape = record.cropped_shape
     out: dict[str, tuple[tuple[int, ...] | None, np.dtype]] = {
-        layout.IMAGE: ((len(record["modalities"]), *shape), np.dtype(np.float16))}
-    if record.get("labelled"):
+        layout.IMAGE: ((len(record.modalities), *shape), np.dtype(np.float16))}
+    if record.labelled:
         out[layout.LABEL] = (shape, np.dtype(np.uint8))
         for region in REGIONS:
             out[layout.LOCATION_PREFIX + region] = (None, np.dtype(np.uint16))
@@ -45,7 +46,7 @@ def verify_case(root: Path, case_id: str) -> Iterator[Problem]:
     if record is None:
         yield Problem(where, "incomplete case (no record): a write was interrupted; re-run ingest")
         return
-    checksums = record.get("checksums", {})
+    checksums = record.checksums
     for name, (shape, dtype) in _expected(record).items():
         try:
             array = zarr.open_array(str(layout.case_dir(root, case_id) / name), mode="r")
@@ -67,15 +68,10 @@ def verify_store(root: str | Path) -> list[Problem]:
     """Every problem of a store (empty list: clean)."""
     root = Path(root)
     try:
-        attrs = json.loads((root / "zarr.json").read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
-    except (OSError, ValueError):
-        attrs = None
-    if not attrs:
-        return [Problem(str(root), "not a brats store (no readable root zarr.json with brats attributes)")]
+        read_store_attrs(root)
+    except StoreError as error:  # not a store, or another schema version
+        return [Problem(str(root), str(error).removeprefix(f"{root}: "))]
     problems = []
-    if attrs.get("schema_version") != layout.SCHEMA_VERSION:
-        problems.append(Problem(str(root), f"schema version {attrs.get('schema_version')}, "
-                                           f"this brats reads {layout.SCHEMA_VERSION}"))
     cases_dir = layout.cases_dir(root)
     on_disk = sorted(p.name for p in cases_dir.iterdir() if p.is_dir()) if cases_dir.is_dir() else []
     index_path = layout.index_path(root)

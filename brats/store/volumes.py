@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from ..readahead import prefetched
 from .reader import open_case
+from .schema import CaseRecord
 
 
 @dataclass
@@ -22,7 +22,7 @@ class CaseVolume:
     case_id: str
     image: torch.Tensor
     label: torch.Tensor | None
-    record: dict[str, Any]
+    record: CaseRecord
 
 
 class StoreVolumes(Dataset[CaseVolume]):

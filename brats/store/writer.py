@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import logging
 import os
 import shutil
@@ -21,19 +20,11 @@ from ..faults import fault_point
 from ..files import libc
 from . import layout
 from .locks import case_lock, store_lock
+from .reader import raw_store_attrs
+from .schema import ROOT_ATTR, SCHEMA_VERSION, CaseRecord, StoreAttrs
 
 log = logging.getLogger(__name__)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
-
-
-def _read_root_attrs(root: Path) -> dict[str, Any] | None:
-    meta = root / "zarr.json"
-    if not meta.exists():
-        return None
-    try:
-        return json.loads(meta.read_text()).get("attributes", {}).get(layout.ROOT_ATTR)
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{meta}: unreadable store metadata ({exc})") from None
 
 
 def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Path:
@@ -44,7 +35,7 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
     """
     root = Path(root)
     foreign = root.is_dir() and any(p.name not in STORE_ENTRIES for p in root.iterdir())
-    if foreign and _read_root_attrs(root) is None:
+    if foreign and raw_store_attrs(root) is None:  # a v1 store is refused by name in there
         _refuse_foreign(root)  # before anything is created in a folder that is not ours
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -55,30 +46,26 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
     if not os.access(root, os.W_OK | os.X_OK):
         raise StoreError(f"{root}: store folder is not writable")
     with store_lock(root):
-        attrs = _read_root_attrs(root)
+        attrs = raw_store_attrs(root)
         if attrs is None:
             _refuse_foreign(root)  # again under the lock: another process may have written meanwhile
-            zarr.open_group(str(layout.cases_dir(root)), mode="a")
-            group = zarr.open_group(str(root), mode="a")  # "w" would wipe the folder, held locks included
-            group.attrs[layout.ROOT_ATTR] = {"schema_version": layout.SCHEMA_VERSION, "ingest_config": ingest_config}
-            log.info("created store %s (schema v%d)", root, layout.SCHEMA_VERSION)
+            group = zarr.open_group(str(layout.cases_dir(root)), mode="a")  # "w" would wipe cases being written
+            group.attrs[ROOT_ATTR] = StoreAttrs(SCHEMA_VERSION, ingest_config).to_attrs()
+            log.info("created store %s (schema v%d)", root, SCHEMA_VERSION)
             return root
-        version = attrs.get("schema_version")
-        if version != layout.SCHEMA_VERSION:
-            raise StoreMismatchError(f"{root}: store schema v{version}, this brats writes v{layout.SCHEMA_VERSION}; "
-                                     "ingest into a new folder")
-        if attrs.get("ingest_config") != ingest_config:
-            raise StoreMismatchError(f"{root}: store was ingested with other parameters {attrs.get('ingest_config')}; "
+        existing = StoreAttrs.from_attrs(attrs, str(root))  # refuses another schema version
+        if existing.ingest_config != ingest_config:
+            raise StoreMismatchError(f"{root}: store was ingested with other parameters {existing.ingest_config}; "
                                      "use the same options or a new folder")
     return root
 
 
 # What a store (or one another run is creating right now) may hold at its top level.
-STORE_ENTRIES = {".locks", ".staging", ".trash", "cases", "zarr.json", "index.csv", "ingest_report.csv"}
+STORE_ENTRIES = {".locks", ".staging", ".trash", layout.HIERARCHY, layout.INDEX_FILE, layout.REPORT_FILE}
 
 
 def _refuse_foreign(root: Path) -> None:
-    if (root / "zarr.json").exists():
+    if layout.v1_metadata_path(root).exists() or layout.metadata_path(layout.cases_dir(root)).exists():
         raise StoreError(f"{root}: a Zarr store not written by brats")
     if any(p.name not in {".locks", ".staging", ".trash"} for p in root.iterdir()):
         raise StoreError(f"{root}: folder is not empty and is not a brats store")
@@ -114,7 +101,7 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(error, os.strerror(error), str(b))
 
 
-def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: CaseRecord) -> None:
     """Write a case into staging, then rename it into place (caller holds the case lock).
 
     A process killed at any point leaves either the previous complete case or nothing under
@@ -124,11 +111,11 @@ def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: 
     try:
         group = zarr.open_group(str(staging), mode="w")
         fault_point("write:staging-opened")
-        record = dict(record, checksums={name: checksum(a) for name, a in arrays.items()})
+        record = record.with_checksums({name: checksum(a) for name, a in arrays.items()})
         for name, data in arrays.items():
             _write_array(group, name, data)
             fault_point("write:array-written")
-        group.attrs[layout.ROOT_ATTR] = record  # written last: a case without it is not complete
+        group.attrs[ROOT_ATTR] = record.to_attrs()  # written last: a case without it is not complete
         fault_point("write:record-written")
         target = layout.case_dir(root, case_id)
         if target.exists() and exchange(staging, target):
@@ -162,7 +149,7 @@ def recover_case(root: Path, case_id: str) -> None:
     trashed = sorted(p for p in layout.trash_dir(root).glob(f"{glob_escape(case_id)}.*") if p.name.startswith(prefix))
     target = layout.case_dir(root, case_id)
     for old in trashed:
-        if not target.exists() and (old / "zarr.json").exists():
+        if not target.exists() and layout.metadata_path(old).exists():
             os.rename(old, target)
             log.warning("restored %s from an interrupted replacement", case_id)
         else:

@@ -132,7 +132,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split) -> None:
         self.config, self.runtime, self.split = config, runtime, split
-        self.store_params = read_store_attrs(config.store)
+        self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
         torch.manual_seed(derive_seed(INIT, config.seed))
         self.model = ResUNet(model_config(config)).to(device)
@@ -323,7 +323,7 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
 
 def _check_same_store(store: str, state: dict[str, Any], split: Split, path: str) -> None:
     """A resumed run may read another copy of its store: same preprocessing, same labelled cases."""
-    if read_store_attrs(store) != state["store_params"]:
+    if read_store_attrs(store).to_attrs() != state["store_params"]:
         raise CheckpointError(f"{path}: was trained on a store preprocessed differently from {store}")
     missing = sorted(set(split.train + split.val) - set(labelled_case_ids(store)))
     if missing:

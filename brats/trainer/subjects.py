@@ -14,7 +14,7 @@ from ..errors import StoreError
 from ..geometry import shifted_affine
 from ..labels import REGIONS
 from ..store import layout
-from ..store.reader import array_path, cropped_affine, load_array, load_locations, read_case_record
+from ..store.reader import array_path, load_array, load_locations, read_case_record
 
 LOCATIONS_KEY = "tumour_locations"
 ORIGIN_KEY = "origin"
@@ -71,9 +71,9 @@ def store_subject(root: str | Path, case_id: str) -> tio.Subject:
     record = read_case_record(Path(root), case_id)
     if record is None:
         raise StoreError(f"{layout.case_dir(Path(root), case_id)}: case not in store or incomplete")
-    if not record.get("labelled"):
+    if not record.labelled:
         raise StoreError(f"{layout.case_dir(Path(root), case_id)}: case has no segmentation")
-    affine = cropped_affine(record)
+    affine = record.cropped_affine
     return tio.Subject(
         image=tio.ScalarImage(array_path(root, case_id, layout.IMAGE), reader=partial(read_store_image, affine=affine)),
         label=tio.LabelMap(array_path(root, case_id, layout.LABEL), reader=partial(read_store_label, affine=affine)),
