@@ -23,6 +23,7 @@ import torch
 
 from brats.pipeline.ingest import run_ingest
 from brats.store.reader import list_case_ids, read_case_record
+from brats.store.schema import CaseRecord
 from brats.store.verify import verify_store
 from brats.trainer.checkpoint import load_checkpoint
 
@@ -47,13 +48,13 @@ def brats(*args: str, cwd=None, fault: str | None = None, once: Path | None = No
     return proc
 
 
-def records(store: Path) -> dict[str, dict]:
+def records(store: Path) -> dict[str, CaseRecord | None]:
     return {c: read_case_record(store, c) for c in list_case_ids(store)}
 
 
 def content(store: Path) -> dict[str, tuple]:
     """What must be identical between two stores of the same raw data: fingerprint and checksums."""
-    return {c: (r["fingerprint"], r["checksums"]) for c, r in records(store).items()}
+    return {c: (r.fingerprint, r.checksums) for c, r in records(store).items() if r is not None}
 
 
 # -- ingest killed at named points ------------------------------------------------------------
