@@ -86,7 +86,7 @@ def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
 def exchange(a: Path, b: Path) -> bool:
     """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported.
 
-    With it a replaced case is never absent from `cases/`, even for an instant: readers (a
+    With it a replaced case is never absent from `cases.zarr/`, even for an instant: readers (a
     training job) see the old version or the new one.
     """
     renameat2 = getattr(libc(), "renameat2", None)
@@ -105,7 +105,7 @@ def write_case(root: Path, case_id: str, arrays: dict[str, np.ndarray], record: 
     """Write a case into staging, then rename it into place (caller holds the case lock).
 
     A process killed at any point leaves either the previous complete case or nothing under
-    `cases/`, plus staging debris that the next writer of that case removes.
+    `cases.zarr/`, plus staging debris that the next writer of that case removes.
     """
     staging = layout.staging_dir(root) / f"{case_id}.{uuid.uuid4().hex}"
     try:
