@@ -184,3 +184,22 @@ def test_ranks_draw_their_own_patches_and_shuffles(tiny_store):
         draws.append((stream.queue.sampler.rng.random(4).tolist(), torch.rand(4, generator=stream.queue.shuffle_generator)))
         stream.close()
     assert draws[0][0] != draws[1][0] and not torch.equal(draws[0][1], draws[1][1])
+
+
+def test_the_torchio_internals_store_queue_overrides_still_exist():
+    """`StoreQueue` (trainer/patch_queue.py) overrides these private parts of `tio.Queue` (torchio<2 is
+    pinned). A TorchIO release that renames or drops one fails here, not silently in training."""
+    import inspect
+
+    import torchio as tio
+
+    queue = tio.Queue(tio.SubjectsDataset([tio.Subject(image=tio.ScalarImage(tensor=torch.zeros(1, 4, 4, 4)))]),
+                      max_length=2, samples_per_volume=1, sampler=tio.UniformSampler(2), num_workers=0,
+                      shuffle_subjects=False, start_background=False)
+    for name in ("patches_list", "_incomplete_subject", "_num_patches_incomplete", "_num_sampled_subjects",
+                 "_subjects_iterable"):
+        assert hasattr(queue, name), name
+    for name in ("_fill", "_get_subjects_iterable", "_initialize_subjects_iterable", "_shuffle_patches_list"):
+        assert callable(getattr(tio.Queue, name, None)), name
+    fill = inspect.getsource(tio.Queue._fill)
+    assert "_get_next_subject" in fill and "_num_sampled_subjects" in fill and "_shuffle_patches_list" in fill

@@ -69,6 +69,9 @@ class StoreQueue(tio.Queue):
     through shared memory) or by persistent worker processes started with forkserver/spawn,
     never fork (zarr 3 and Blosc are not fork-safe). `start_epoch` resets every source of
     randomness, so epoch `e` yields the same patches whatever happened before (exact resume).
+
+    It overrides private parts of `tio.Queue` (torchio<2 is pinned); tests/test_stream.py fails
+    when a TorchIO release renames or drops one of them.
     """
 
     def __init__(self, subjects_dataset: tio.SubjectsDataset, max_length: int, samples_per_volume: int,
