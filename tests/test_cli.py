@@ -214,3 +214,21 @@ def test_a_damaged_checkpoint_is_one_line_and_not_called_unsafe(tmp_path):
     proc = console("score", "--ckpt", "cut.pt", cwd=tmp_path)
     one_line_error(proc, "cut.pt: damaged or not a checkpoint")
     assert "refused" not in proc.stderr
+
+
+def test_train_help_shows_the_defaults_of_the_training_config():
+    import re
+
+    from brats.cli.train import train
+    from brats.trainer.config import TrainConfig
+
+    defaults, checked = TrainConfig(), 0
+    for param in train.params:
+        shown = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", None) or "")
+        value = getattr(defaults, param.name, None)
+        if shown is None or value is None or isinstance(value, bool):  # None, booleans: described in words
+            continue
+        value = value[0] if isinstance(value, tuple) else value
+        assert shown.group(1) == (format(value, "g") if isinstance(value, float) else str(value)), param.name
+        checked += 1
+    assert checked >= 15

@@ -8,7 +8,18 @@ from typing import Any
 
 import click
 
+from ..trainer.config import LOSSES, ModelConfig, TrainConfig
 from .common import Interrupted, progress_option, reports_errors
+
+DEFAULTS = TrainConfig()  # the one definition of every default; torch-free, so --help stays fast
+
+
+def default(name: str, shown: str | None = None) -> str:
+    """The help suffix naming the default of a TrainConfig field (one side for a cube)."""
+    value = getattr(DEFAULTS, name)
+    if isinstance(value, tuple) and len(set(value)) == 1:
+        value = value[0]
+    return f"  [default: {shown if shown is not None else format(value, 'g') if isinstance(value, float) else value}]"
 
 
 def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
@@ -26,36 +37,40 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 
 
 @click.command()
-@click.option("--store", default=None, help="Store to train from.  [default: ./store]")
-@click.option("--out", default=None, help="Folder for best.pt, last.pt, train_log.csv, training_curves.png.  [default: .]")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs.  [default: 100]")
+@click.option("--store", default=None, help="Store to train from." + default("store"))
+@click.option("--out", default=None,
+              help="Folder for best.pt, last.pt, train_log.csv, training_curves.png." + default("out"))
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs." + default("epochs"))
 @click.option("--patches-per-epoch", type=click.IntRange(1), default=None,
-              help="Training patches per epoch, rounded up to whole optimizer steps.  [default: 4096]")
-@click.option("--patch-size", callback=_triple, default=None, help="Patch side(s), multiples of 16.  [default: 96]")
+              help="Training patches per epoch, rounded up to whole optimizer steps." + default("patches_per_epoch"))
+@click.option("--patch-size", callback=_triple, default=None,
+              help=f"Patch side(s), multiples of {ModelConfig().divisor}." + default("patch_size"))
 @click.option("--base-channels", type=click.IntRange(1), default=None,
-              help="Width of the first level; the others follow x2.  [default: 32]")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per step.  [default: 4]")
+              help="Width of the first level; the others follow x2." + default("base_channels"))
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per step." + default("batch_size"))
 @click.option("--accum-steps", type=click.IntRange(1), default=None,
-              help="Steps accumulated per optimizer update.  [default: 8]")
-@click.option("--lr", type=float, default=None, help="AdamW learning rate.  [default: 1e-4]")
+              help="Steps accumulated per optimizer update." + default("accum_steps"))
+@click.option("--lr", type=float, default=None, help="AdamW learning rate." + default("lr"))
 @click.option("--amp/--no-amp", default=None, help="Mixed precision.  [default: on CUDA, off on CPU]")
-@click.option("--workers", type=click.IntRange(0), default=None, help="Case-loading threads; 0 inline.  [default: 2]")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("--seed", type=int, default=None, help="Seed of every random choice.  [default: 0]")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Case-loading threads; 0 inline." + default("workers"))
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N." + default("device"))
+@click.option("--seed", type=int, default=None, help="Seed of every random choice." + default("seed"))
 @click.option("--val-fraction", type=float, default=None,
-              help="Share of the labelled cases held out for validation (a seeded draw).  [default: 0.2]")
+              help="Share of the labelled cases held out for validation (a seeded draw)." + default("val_fraction"))
 @click.option("--folds", type=click.IntRange(0), default=None,
-              help="K-fold cross-validation: train on all folds but --fold (seeded, disjoint, covering).  [default: 0, off]")
-@click.option("--fold", type=click.IntRange(0), default=None, help="The held-out fold, 0..folds-1.  [default: 0]")
-@click.option("--loss", type=click.Choice(["dice+bce", "dice"]), default=None,
-              help="Region soft Dice + binary cross-entropy, or the Dice alone.  [default: dice+bce]")
+              help="K-fold cross-validation: train on all folds but --fold (seeded, disjoint, covering); 0 is off."
+                   + default("folds"))
+@click.option("--fold", type=click.IntRange(0), default=None, help="The held-out fold, 0..folds-1." + default("fold"))
+@click.option("--loss", type=click.Choice(list(LOSSES)), default=None,
+              help="Region soft Dice + binary cross-entropy, or the Dice alone." + default("loss"))
 @click.option("--batch-dice/--no-batch-dice", default=None,
-              help="Dice over the whole batch per region, or per sample.  [default: batch]")
+              help="Dice over the whole batch per region, or per sample."
+                   + default("batch_dice", "batch" if DEFAULTS.batch_dice else "per sample"))
 @click.option("--downsample", type=click.IntRange(1, 4), default=None,
-              help="Train and predict at 1/N resolution (2: 2 mm voxels, 8x less compute).  [default: 1]")
+              help="Train and predict at 1/N resolution (2: 2 mm voxels, 8x less compute)." + default("downsample"))
 @click.option("--split-file", default=None, help='JSON {"train": [ids], "val": [ids]} instead of --val-fraction.')
 @click.option("--val-every", type=click.IntRange(1), default=None,
-              help="Validate every N epochs (and after the last).  [default: 5]")
+              help="Validate every N epochs (and after the last)." + default("val_every"))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of these options (names as here); options given here override it.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,

@@ -9,28 +9,11 @@ the device, so a run is reproducible and its augmentation state can be checkpoin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities are per sample (flips: per sample and axis; scale/shift/gamma: per channel)."""
-
-    flip_prob: float = 0.5
-    scale_prob: float = 0.5
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    shift_prob: float = 0.5
-    shift_range: tuple[float, float] = (-0.1, 0.1)
-    gamma_prob: float = 0.3
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    noise_prob: float = 0.15
-    noise_std: tuple[float, float] = (0.0, 0.1)
-    affine_prob: float = 0.0
-    rotation_degrees: float = 15.0
-    zoom_range: tuple[float, float] = (0.9, 1.1)
+from .config import AugmentConfig
 
 
 def _uniform(generator: torch.Generator, shape: tuple[int, ...], bounds: tuple[float, float]) -> torch.Tensor:

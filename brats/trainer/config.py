@@ -1,4 +1,5 @@
-"""The training configuration: defaults of the reference design, a TOML file, CLI overrides."""
+"""Every training setting in one torch-free module: the model, loss and augmentation configs, the
+training config that holds them with the reference design's defaults, TOML files, CLI overrides."""
 
 from __future__ import annotations
 
@@ -10,14 +11,58 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .augment import AugmentConfig
-from .loss import LOSSES, LossConfig
-from .model import ModelConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities are per sample (flips: per sample and axis; scale/shift/gamma: per channel)."""
+
+    flip_prob: float = 0.5
+    scale_prob: float = 0.5
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    shift_prob: float = 0.5
+    shift_range: tuple[float, float] = (-0.1, 0.1)
+    gamma_prob: float = 0.3
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_prob: float = 0.15
+    noise_std: tuple[float, float] = (0.0, 0.1)
+    affine_prob: float = 0.0
+    rotation_degrees: float = 15.0
+    zoom_range: tuple[float, float] = (0.9, 1.1)
+
+
+LOSSES = ("dice+bce", "dice")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: str = "dice+bce"  # or "dice": the region soft Dice alone (brats 0.1)
+    batch_dice: bool = True  # Dice over the whole batch per region, else per sample and region
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder widths are base × (1, 2, 4, 8), the bottleneck base × 16 (32-64-128-256 / 512)."""
+
+    in_channels: int = 4
+    classes: int = 3  # one logit per region (WT, TC, ET); 4 softmax classes in brats 0.1 checkpoints
+    base_channels: int = 32
+    levels: int = 4
+    deep_supervision: int = 2  # heads at 1/2 and 1/4 resolution
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.base_channels * 2**i for i in range(self.levels + 1)]
+
+    @property
+    def divisor(self) -> int:
+        """Patch and window sides must be multiples of this."""
+        return 2**self.levels
 
 
 @dataclass(frozen=True)

@@ -12,24 +12,15 @@ target even when the region is small. nnU-Net's region-based BraTS training uses
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..regions import region_probabilities, region_targets
+from .config import LossConfig
 
 DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 SMOOTH = 1.0
-LOSSES = ("dice+bce", "dice")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    kind: str = "dice+bce"  # or "dice": the region soft Dice alone (brats 0.1)
-    batch_dice: bool = True  # Dice over the whole batch per region, else per sample and region
-
-
 def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: float = SMOOTH,
                    batch_dice: bool = False) -> torch.Tensor:
     """1 - mean over regions (and samples, unless `batch_dice`) of (2·Σpt + s) / (Σp + Σt + s)."""

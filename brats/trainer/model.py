@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Encoder widths are base × (1, 2, 4, 8), the bottleneck base × 16 (32-64-128-256 / 512)."""
-
-    in_channels: int = 4
-    classes: int = 3  # one logit per region (WT, TC, ET); 4 softmax classes in brats 0.1 checkpoints
-    base_channels: int = 32
-    levels: int = 4
-    deep_supervision: int = 2  # heads at 1/2 and 1/4 resolution
-
-    @property
-    def widths(self) -> list[int]:
-        return [self.base_channels * 2**i for i in range(self.levels + 1)]
-
-    @property
-    def divisor(self) -> int:
-        """Patch and window sides must be multiples of this."""
-        return 2**self.levels
+from .config import ModelConfig
 
 
 class ResidualBlock(nn.Module):
