@@ -57,7 +57,6 @@ def score(progress: bool, **options: object) -> None:
     from ..scoring.run import ScoreConfig, run_scoring
 
     try:
-        options["challenge"] = str(options["challenge"]).upper()
         result = run_scoring(ScoreConfig(**options), progress=progress)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         raise Interrupted("no score table was written (it is written whole at the end); predictions saved so far "

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DiscoveryError, InvalidCaseError, StoreError
+from ..errors import BratsError, DiscoveryError, InvalidCaseError, StoreError
 from ..geometry import uncrop
 from ..pipeline.discovery import RawCase, discover_cases
 from ..pipeline.preprocess import preprocess_case
@@ -102,14 +102,20 @@ def load_raw_case(case: RawCase) -> ScoreCase:
 
 
 class _RawCases:
-    def __init__(self, cases: list[RawCase]) -> None:
-        self.cases = cases
+    def __init__(self, cases: list[RawCase], keep_errors: bool) -> None:
+        self.cases, self.keep_errors = cases, keep_errors
 
-    def __getitem__(self, index: int) -> ScoreCase:
-        return load_raw_case(self.cases[index])
+    def __getitem__(self, index: int) -> ScoreCase | BratsError:
+        try:
+            return load_raw_case(self.cases[index])
+        except BratsError as error:
+            if not self.keep_errors:
+                raise
+            return error
 
 
-def raw_cases(cases: list[RawCase]) -> Iterator[ScoreCase]:
-    """Raw cases validated and preprocessed by the ingest code, one ahead, in order."""
+def raw_cases(cases: list[RawCase], keep_errors: bool = False) -> Iterator[ScoreCase | BratsError]:
+    """Raw cases validated and preprocessed by the ingest code, one ahead, in order. With
+    `keep_errors` a case that cannot be used is yielded as its error instead of ending the run."""
     with ThreadPoolExecutor(1, thread_name_prefix="brats-score-read") as pool:
-        yield from prefetched(_RawCases(cases), range(len(cases)), pool, depth=1)
+        yield from prefetched(_RawCases(cases, keep_errors), range(len(cases)), pool, depth=1)

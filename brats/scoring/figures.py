@@ -89,10 +89,12 @@ def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarr
         inside = volume[volume != 0]
         window = np.percentile(inside, (0.5, 99.5)) if inside.size else (0.0, 1.0)
         volumes[modality] = (np.ma.masked_equal(volume, 0), window)  # outside the brain: black
-    outlines = {"reference": _to_ras(reference, affine) if reference is not None else None,
-                "prediction": _to_ras(prediction, affine)}
+    ras_labels = {"reference": _to_ras(reference, affine) if reference is not None else None,
+                  "prediction": _to_ras(prediction, affine)}
+    outlines = {name: {r: region_mask(labels, r) for r in REGIONS}
+                for name, labels in ras_labels.items() if labels is not None}
     ras_spacing = _ras_spacing(spacing, affine)
-    centre = _centre(outlines["reference"], outlines["prediction"])
+    centre = _centre(ras_labels["reference"], ras_labels["prediction"])
     panels = _panels(reference)
     fig, axes = plt.subplots(len(VIEWS), len(panels), figsize=(3.1 * len(panels), 9.6), facecolor="black",
                              squeeze=False)
@@ -103,9 +105,8 @@ def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarr
             volume, (low, high) = volumes[modality]
             ax.imshow(_section(volume, view, centre), cmap=cmap, vmin=low, vmax=high, origin="lower",
                       aspect=_aspect(view, ras_spacing), interpolation="nearest")
-            labels = outlines[outline]
-            for region in REGIONS:
-                mask = _section(region_mask(labels, region), view, centre)
+            for region, volume_mask in outlines[outline].items():
+                mask = _section(volume_mask, view, centre)
                 if mask.any():
                     ax.contour(mask, levels=[0.5], colors=REGION_COLOURS[region], linewidths=REGION_LINES[region])
             ax.set_xticks([])

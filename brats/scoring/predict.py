@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from ..errors import BratsError, ConfigError
 from ..faults import fault_point
 from ..files import check_output
 from ..pipeline.discovery import RawCase, discover_cases
-from ..readahead import prefetched
 from ..store.reader import case_modified
-from .cases import ScoreCase, load_raw_case, select_store_cases, store_cases
+from .cases import ScoreCase, raw_cases, select_store_cases, store_cases
 from .exports import save_prediction
 from .models import inference_config, load_members, predict_case
 
@@ -114,29 +112,11 @@ def _inputs_modified(job: _Job, store: str | None) -> float:
     return case_modified(store, job.case_id)  # type: ignore[arg-type]
 
 
-def _read_raw(job: _Job) -> ScoreCase | BratsError:
-    try:
-        return load_raw_case(job.raw)  # type: ignore[arg-type]
-    except BratsError as error:  # the case is refused, the run goes on
-        return error
-
-
 def _loaded(jobs: list[_Job], config: PredictConfig) -> Iterator[tuple[_Job, ScoreCase | BratsError]]:
     """Each job with its case read (the next one read by a thread meanwhile), or why it cannot be."""
     if config.store is not None:
-        yield from zip(jobs, store_cases(config.store, [j.case_id for j in jobs]))
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="brats-predict-read") as pool:
-        reader = _RawReader(jobs)
-        yield from zip(jobs, prefetched(reader, range(len(jobs)), pool, depth=1))
-
-
-class _RawReader:
-    def __init__(self, jobs: list[_Job]) -> None:
-        self.jobs = jobs
-
-    def __getitem__(self, index: int) -> ScoreCase | BratsError:
-        return _read_raw(self.jobs[index])
+        return zip(jobs, store_cases(config.store, [j.case_id for j in jobs]))
+    return zip(jobs, raw_cases([j.raw for j in jobs], keep_errors=True))  # type: ignore[misc]
 
 
 def run_prediction(config: PredictConfig, progress: bool = True) -> PredictSummary:

@@ -20,7 +20,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, StoreError
 from ..faults import fault_point
 from ..files import check_output, replaced_on_success
-from ..geometry import uncrop
+from ..geometry import crop_slices, uncrop
 from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
@@ -169,10 +169,6 @@ def _reference_only(case: ScoreCase) -> ScoreCase:
     return case
 
 
-def _crop(labels: np.ndarray | None, case: ScoreCase) -> np.ndarray | None:
-    return None if labels is None else labels[tuple(slice(a, b) for a, b in case.crop_box)]
-
-
 def _score_case(case: ScoreCase, prediction: np.ndarray, reference: np.ndarray, cropped: bool,
                 config: ScoreConfig) -> dict[str, Any]:
     """Legacy and lesion-wise metrics of one case. Lesion-wise ones see the whole raw grid, so
@@ -231,7 +227,8 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
             assert case.image is not None
             figures[case.case_id] = case_figure(
                 Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
-                reference if cropped else _crop(reference, case), prediction if cropped else _crop(prediction, case),
+                reference if cropped else reference[crop_slices(case.crop_box)],
+                prediction if cropped else prediction[crop_slices(case.crop_box)],
                 case.affine, case.spacing, rows[-1])
         fault_point("score:case")
     table = score_table(rows)

@@ -26,7 +26,7 @@ from ..faults import fault_point
 from ..files import check_output
 from ..inference import InferenceConfig, predict_labels
 from ..labels import REGIONS
-from ..metrics import region_dice
+from ..metrics import dice, region_dice, region_mask
 from ..regions import Postprocessing, region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
 from ..store.volumes import iterate_volumes
@@ -270,13 +270,12 @@ class Trainer:
             prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
             pairs.append((prediction, volume.label.numpy()))
         self.model.train()
-        raw = [region_dice(p, r) for p, r in pairs]
         choice = choose_postprocessing(pairs)
         self.postprocessing = choice.postprocessing
-        final = [region_dice(self.postprocessing.apply(p), r) for p, r in pairs]
+        final = [region_dice(p, r) for p, (_, r) in zip(choice.labels, pairs)]
         out = {f"dice_{r}": float(np.mean([d[r] for d in final])) for r in REGIONS}
         out["dice_mean"] = sum(out[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
-        out["dice_et_raw"] = float(np.mean([d["et"] for d in raw]))
+        out["dice_et_raw"] = float(np.mean([dice(region_mask(p, "et"), region_mask(r, "et")) for p, r in pairs]))
         out.update({f"lw_dice_{r}": v for r, v in choice.lesion_dice.items()})
         out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels)})
         out["et_min_voxels"] = self.postprocessing.et_min_voxels

@@ -10,7 +10,7 @@ import numpy as np
 from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, LesionRules, lesion_dice_by_min_size
 from ..metrics import dice, region_mask
-from ..regions import Postprocessing, remove_small_components
+from ..regions import Postprocessing, remove_small_components, suppress_small_et
 
 # Candidate minimum ET sizes in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
 # BraTS 2021 winner used 200.
@@ -49,6 +49,7 @@ class PostprocessChoice:
     postprocessing: Postprocessing
     lesion_dice: dict[str, float] = field(default_factory=dict)  # region -> mean lesion-wise Dice, chosen size
     et_dice: float = float("nan")  # mean legacy ET Dice with the chosen ET threshold
+    labels: list[np.ndarray] = field(default_factory=list)  # the predictions with the postprocessing applied
 
 
 def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules: LesionRules = CHALLENGES["GLI"],
@@ -69,4 +70,5 @@ def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules:
         lesion_dice[region] = float(means[best])
         labels = [remove_small_components(p, region, sizes[-1]) for p in labels]
     et = choose_et_threshold([(p, r) for p, (_, r) in zip(labels, pairs)])
-    return PostprocessChoice(Postprocessing(tuple(sizes), et.threshold), lesion_dice, et.dice)  # type: ignore[arg-type]
+    labels = [suppress_small_et(p, et.threshold) for p in labels]
+    return PostprocessChoice(Postprocessing(tuple(sizes), et.threshold), lesion_dice, et.dice, labels)  # type: ignore[arg-type]
