@@ -45,7 +45,7 @@ from brats.store.reader import labelled_case_ids  # noqa: E402
 from brats.store.volumes import iterate_volumes  # noqa: E402
 from brats.trainer import loop  # noqa: E402
 from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
-from brats.trainer.config import TrainConfig  # noqa: E402
+from brats.trainer.config import TrainConfig, config_from_dict  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
 
@@ -184,11 +184,11 @@ def main() -> None:
         work = Path(tmp)
         store = work / "store"
         run_ingest(args.raw, store, workers=0, progress=False)
-        base = TrainConfig(store=str(store), device=args.device, workers=4 if gpu else 1)
+        base = config_from_dict(dict(store=str(store), device=args.device, workers=4 if gpu else 1))
         if not gpu:
-            base = dataclasses.replace(base, patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1)
-        tiny = dataclasses.replace(base, patch_size=(64, 64, 64) if gpu else (32, 32, 32), base_channels=8 if gpu else 4,
-                                   batch_size=2, accum_steps=2, patches_per_epoch=32 if gpu else 8)
+            base = config_from_dict(dict(patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1), base)
+        tiny = config_from_dict(dict(patch_size=(64, 64, 64) if gpu else (32, 32, 32), base_channels=8 if gpu else 4,
+                                   batch_size=2, accum_steps=2, patches_per_epoch=32 if gpu else 8), base)
         throughput(store, work, base, args.steps if gpu else 2)
         sync_debug(store, work, tiny)
         fp16_path(store, work, tiny)

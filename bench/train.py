@@ -24,7 +24,7 @@ from _common import machine, raw_dataset  # noqa: E402
 
 from brats.devices import resolve_device  # noqa: E402
 from brats.pipeline.ingest import run_ingest  # noqa: E402
-from brats.trainer.config import TrainConfig  # noqa: E402
+from brats.trainer.config import config_from_dict  # noqa: E402
 from brats.trainer.loop import precision, run_training  # noqa: E402
 from brats.trainer.model import ResUNet, parameter_count  # noqa: E402
 
@@ -54,9 +54,9 @@ def main() -> None:
         if not args.store:
             run_ingest(raw_dataset(args.raw, Path(tmp)), store, workers=0, progress=False)
         patches = args.steps * args.accum * args.batch
-        config = TrainConfig(store=str(store), out=str(Path(tmp) / "out"), epochs=1, patches_per_epoch=patches,
+        config = config_from_dict(dict(store=str(store), out=str(Path(tmp) / "out"), epochs=1, patches_per_epoch=patches,
                              patch_size=(args.patch,) * 3, batch_size=args.batch, accum_steps=args.accum,
-                             device=args.device, val_fraction=0.0, workers=args.workers)
+                             device=args.device, val_fraction=0.0, workers=args.workers))
         run_training(config, progress=False)
         row = pd.read_csv(Path(config.out) / "train_log.csv").iloc[-1]
     params = parameter_count(ResUNet())

@@ -15,24 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .devices import cuda_autocast_dtype
+from .inference_config import InferenceConfig
 from .regions import Postprocessing, decode_regions, region_probabilities
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    window: tuple[int, int, int] = (96, 96, 96)
-    overlap: float = 0.5
-    batch_windows: int = 2
-    tta: bool = False  # average over the 8 mirrorings of the three axes
-    amp: bool = True  # autocast on CUDA (ignored on CPU)
-    downsample: int = 1  # the model works at 1/downsample resolution
 
 
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -124,7 +124,7 @@ def test_train_refuses_to_overwrite_another_run(tiny_store, tmp_path):
     # the run's own train_config.json is a config file; the scores say what produced them
     again = console("train", "--config", "run/train_config.json", "--out", "run2", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert json.loads((tmp_path / "run2" / "train_config.json").read_text())["patch_size"] == [32, 32, 32]
+    assert json.loads((tmp_path / "run2" / "train_config.json").read_text())["stream"]["patch_size"] == [32, 32, 32]
     assert console("score", "--ckpt", "run/best.pt", "--cases", "all", "--no-progress", cwd=tmp_path).returncode == 0
     provenance = json.loads((tmp_path / "final_scores.json").read_text())
     (checkpoint,) = provenance["checkpoints"]
@@ -220,12 +220,15 @@ def test_train_help_shows_the_defaults_of_the_training_config():
     import re
 
     from brats.cli.train import train
-    from brats.trainer.config import TrainConfig
+    from brats.trainer.config import TrainConfig, setting
 
     defaults, checked = TrainConfig(), 0
     for param in train.params:
         shown = re.search(r"\[default: ([^\]]+)\]", getattr(param, "help", None) or "")
-        value = getattr(defaults, param.name, None)
+        try:
+            value = setting(defaults, param.name)
+        except AttributeError:  # not a setting: --config, --resume, --overwrite, --progress
+            value = None
         if shown is None or value is None or isinstance(value, bool):  # None, booleans: described in words
             continue
         value = value[0] if isinstance(value, tuple) else value

@@ -16,7 +16,7 @@ from brats.cli.main import cli
 from brats.scoring.run import ScoreConfig, run_scoring
 from brats.store.reader import list_case_ids, read_case_record
 from brats.trainer.checkpoint import save_checkpoint
-from brats.trainer.config import TrainConfig
+from brats.trainer.config import config_from_dict
 from brats.trainer.model import ModelConfig, ResUNet
 
 from .helpers import brain_arrays, write_case
@@ -29,7 +29,7 @@ def enhancing_everywhere(path: Path, store: Path) -> Path:
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(20.0)
-    config = TrainConfig(store=str(store), out=str(path.parent), patch_size=(32, 32, 32), base_channels=4)
+    config = config_from_dict(dict(store=str(store), out=str(path.parent), patch_size=(32, 32, 32), base_channels=4))
     save_checkpoint(path, {"config": config.to_dict(), "model_config": asdict(model_config), "model": model.state_dict(),
                            "split": {"train": [], "val": list_case_ids(store)[:2]}, "store": str(store)})
     return path
@@ -93,8 +93,8 @@ def test_up_to_date_cases_are_skipped_until_an_input_changes(tiny_store, tmp_pat
 def test_store_cases_match_the_segmentations_score_saves(tiny_store, tmp_path):
     from brats.trainer.loop import run_training
 
-    run_training(TrainConfig(store=str(tiny_store), out=str(tmp_path / "run"), epochs=1, patches_per_epoch=4,
-                             patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1, workers=0),
+    run_training(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path / "run"), epochs=1, patches_per_epoch=4,
+                             patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1, workers=0)),
                  progress=False)
     ckpt = str(tmp_path / "run" / "best.pt")
     ids = tmp_path / "ids.txt"

@@ -22,11 +22,11 @@ from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
 from brats.scoring.run import ScoreConfig, run_scoring
 from brats.store.reader import list_case_ids
 from brats.trainer.checkpoint import load_checkpoint
-from brats.trainer.config import TrainConfig
+from brats.trainer.config import TrainConfig, config_from_dict
 from brats.trainer.loop import run_training
 from brats.trainer.model import ModelConfig, ResUNet
 
-from .helpers import brain_arrays, write_case
+from .helpers import brain_arrays, brats_03_config, write_case
 
 
 def cube(shape=(20, 20, 20), lo=5, hi=10, shift=(0, 0, 0)):
@@ -169,8 +169,8 @@ def test_errors(tiny_store, tmp_path):
         run_scoring(ScoreConfig(ckpt=str(tmp_path / "none.pt")), progress=False)
     ids = tmp_path / "ids.txt"
     ids.write_text("BraTS2021_00000\nnot_a_case\n")
-    run_training(TrainConfig(store=str(tiny_store), out=str(tmp_path), epochs=1, patches_per_epoch=4,
-                             patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1), progress=False)
+    run_training(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path), epochs=1, patches_per_epoch=4,
+                             patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1)), progress=False)
     with pytest.raises(StoreError, match="lacks 1 of the cases to score: not_a_case"):
         run_scoring(ScoreConfig(ckpt=str(tmp_path / "last.pt"), cases=str(ids)), progress=False)
     pred = tmp_path / "pred"
@@ -195,9 +195,10 @@ def test_folds_score_out_of_fold_and_as_an_ensemble(tiny_store, tmp_path):
     from brats.cli.main import cli
 
     for fold in (0, 1):
-        run_training(TrainConfig(store=str(tiny_store), out=str(tmp_path / f"f{fold}"), epochs=1, patches_per_epoch=4,
-                                 patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1, workers=0,
-                                 folds=2, fold=fold, downsample=2), progress=False)
+        run_training(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path / f"f{fold}"), epochs=1,
+                                           patches_per_epoch=4, patch_size=(32, 32, 32), base_channels=4, batch_size=2,
+                                           accum_steps=1, workers=0, folds=2, fold=fold, downsample=2)),
+                     progress=False)
     ckpts = [str(tmp_path / f"f{k}" / "best.pt") for k in (0, 1)]
     states = [load_checkpoint(c) for c in ckpts]
     assert states[0]["config"]["folds"] == 2 and states[1]["config"]["fold"] == 1
@@ -219,7 +220,8 @@ def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_
 
     from brats.trainer.checkpoint import save_checkpoint
 
-    config = TrainConfig(store=str(tiny_store), out=str(tmp_path), patch_size=(32, 32, 32), base_channels=4).to_dict()
+    config = brats_03_config(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path), patch_size=(32, 32, 32),
+                                                    base_channels=4)))
     for new in ("loss", "batch_dice", "downsample", "folds", "fold"):
         config.pop(new)
     model_config = ModelConfig(base_channels=4, classes=4)

@@ -24,19 +24,19 @@ from brats.scoring.run import ScoreConfig, run_scoring
 from brats.trainer import ddp
 from brats.trainer.augment import BatchAugmenter
 from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
-from brats.trainer.config import TrainConfig, load_config
+from brats.trainer.config import TrainConfig, config_from_dict, load_config
 from brats.trainer.loop import cosine_lr, precision, run_training
 from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
 
-from .helpers import brain_arrays, ingest_cases
+from .helpers import brain_arrays, brats_03_config, ingest_cases
 
 
 def tiny(store, out, **changes) -> TrainConfig:
     """A configuration small enough for CPU tests; everything else is the real path."""
     base = dict(store=str(store), out=str(out), epochs=2, patches_per_epoch=16, patch_size=(32, 32, 32),
                 base_channels=4, batch_size=2, accum_steps=2, lr=3e-3, val_every=1, workers=1)
-    return TrainConfig(**{**base, **changes})
+    return config_from_dict({**base, **changes})
 
 
 def test_model_shapes_and_deep_supervision():
@@ -108,7 +108,7 @@ def test_outputs_log_and_checkpoint_contents(tiny_store, tmp_path):
     assert (log["patches_per_s"] > 0).all() and log["data_wait"].between(0, 1).all()
     assert (tmp_path / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = load_checkpoint(tmp_path / "best.pt")
-    assert state["config"]["patch_size"] == [32, 32, 32] and state["model_config"]["base_channels"] == 4
+    assert state["config"]["stream"]["patch_size"] == [32, 32, 32] and state["model_config"]["base_channels"] == 4
     assert state["split"]["val"] == ["BraTS2021_00002"] and len(state["split"]["train"]) == 3  # seeded draw
     assert json.loads((tmp_path / "train_config.json").read_text())["epochs"] == 2
     assert not list(tmp_path.glob(".*.tmp")), "no temporary checkpoint left behind"
@@ -195,18 +195,55 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 def test_the_cpu_preset_for_real_data_loads():
     config = load_config("configs/real-cpu.toml", {"store": "s"})
-    assert (config.downsample, config.patch_size, config.base_channels) == (1, (64, 64, 64), 8)
-    assert config.loss == "dice+bce" and config.batch_dice and config.store == "s"
+    assert (config.downsample, config.patch_size, config.model.base_channels) == (1, (64, 64, 64), 8)
+    assert config.loss.kind == "dice+bce" and config.loss.batch_dice and config.store == "s"
 
 
 def test_toml_config_and_cli_overrides(tmp_path):
     toml = tmp_path / "train.toml"
     toml.write_text('epochs = 3\npatch-size = [32, 32, 32]\nbase_channels = 8\n[augment]\nflip_prob = 0.0\n')
     config = load_config(toml, {"epochs": 5, "lr": None})
-    assert (config.epochs, config.patch_size, config.base_channels, config.augment.flip_prob) == (5, (32, 32, 32), 8, 0.0)
+    assert (config.epochs, config.patch_size, config.model.base_channels, config.augment.flip_prob) == \
+        (5, (32, 32, 32), 8, 0.0)
     toml.write_text("epoch = 3\n")
     with pytest.raises(ConfigError, match="unknown option 'epoch'"):
         load_config(toml, {})
+
+
+def test_toml_sections_change_only_the_settings_they_name(tmp_path):
+    toml = tmp_path / "train.toml"
+    toml.write_text("lr = 0.002\n[model]\nbase-channels = 8\n[stream]\npatch_size = [64, 64, 64]\n"
+                    "samples-per-volume = 4\n[loss]\nkind = 'dice'\n")
+    base = config_from_dict({"workers": 3, "queue_length": 16})  # e.g. a resumed run's settings
+    config = load_config(toml, {"batch_size": 2}, base)
+    assert (config.lr, config.model.base_channels, config.loss.kind) == (0.002, 8, "dice")
+    assert (config.stream.patch_size, config.stream.samples_per_volume, config.stream.batch_size) == ((64,) * 3, 4, 2)
+    assert (config.stream.workers, config.stream.queue_length) == (3, 16)  # kept from the base
+    assert config.model.levels == ModelConfig().levels and config.loss.batch_dice
+
+
+def test_flat_configs_of_brats_0_3_load_as_the_same_settings(tmp_path):
+    config = config_from_dict({"patch_size": (32, 48, 32), "base_channels": 4, "batch_size": 2, "workers": 0,
+                               "tumour_fraction": 0.25, "samples_per_volume": 2, "queue_length": 8, "loss": "dice",
+                               "batch_dice": False, "lr": 0.01})
+    assert config_from_dict(brats_03_config(config)) == config
+    (tmp_path / "train_config.json").write_text(json.dumps(brats_03_config(config)))
+    assert load_config(tmp_path / "train_config.json", {}) == config
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config  # this version's own JSON
+
+
+def test_a_setting_given_twice_or_a_bad_section_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="'patch_size' is given twice"):
+        config_from_dict({"patch_size": [32] * 3, "stream": {"patch-size": [64] * 3}})
+    with pytest.raises(ConfigError, match=r"\[stream\]: unknown option 'patches'"):
+        config_from_dict({"stream": {"patches": 3}})
+    with pytest.raises(ConfigError, match="'model' must be a table"):
+        config_from_dict({"model": 3})
+    with pytest.raises(ConfigError, match="loader must be one of threads, processes"):
+        config_from_dict({"stream": {"loader": "fork"}})
+    with pytest.raises(ConfigError, match="multiples of 8 of at least 16"):  # the divisor follows the model's depth
+        config_from_dict({"model": {"levels": 3}, "patch_size": [12] * 3})
+    assert config_from_dict({"model": {"levels": 3}, "patch_size": [16] * 3}).patch_size == (16, 16, 16)
 
 
 def test_cli_defaults_to_store_and_working_directory(tiny_store, tmp_path):
@@ -258,12 +295,14 @@ def test_resume_with_more_epochs_follows_the_longer_cosine(tiny_store, tmp_path)
 
 
 def test_resume_of_a_checkpoint_written_on_another_device_type(tiny_store, tmp_path, caplog):
-    """A GPU run's noise-generator and loss-scaler states cannot be loaded on a CPU: re-seeded, said once."""
+    """A GPU run's noise-generator and loss-scaler states cannot be loaded on a CPU: re-seeded, said once.
+    The checkpoint's config is in brats 0.3's flat form, which resumes as the same settings."""
     run_training(tiny(tiny_store, tmp_path, epochs=1, val_every=5), progress=False)
     state = load_checkpoint(tmp_path / "last.pt")
     cpu_params = state["augmenter"][0]["params"]
     state["augmenter"] = [{"params": cpu_params, "noise": torch.zeros(16, dtype=torch.uint8), "device_type": "cuda"}]
     state["scaler"] = torch.amp.GradScaler("cpu", enabled=True).state_dict()  # as an fp16 GPU run writes it
+    state["config"] = brats_03_config(config_from_dict(state["config"]))  # and a flat brats 0.3 config
     save_checkpoint(tmp_path / "gpu.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
     caplog.set_level("INFO", logger="brats.trainer")
     result = run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=5), resume=tmp_path / "gpu.pt",
@@ -293,8 +332,8 @@ def test_an_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
 
 def test_patch_too_small_for_the_bottleneck_is_refused():
     with pytest.raises(ConfigError, match="at least 32"):
-        TrainConfig(patch_size=(16, 16, 16))
-    assert TrainConfig(patch_size=(32, 48, 32)).patch_size == (32, 48, 32)
+        config_from_dict(dict(patch_size=(16, 16, 16)))
+    assert config_from_dict(dict(patch_size=(32, 48, 32))).patch_size == (32, 48, 32)
 
 
 def test_an_error_inside_an_epoch_stops_the_data_threads(tiny_store, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..inference_config import InferenceConfig
 from .common import Interrupted, progress_option, reports_errors
 
 
@@ -18,7 +19,7 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--cases", default="all", show_default=True,
               help="With --store: all, val (the checkpoint's validation cases) or a file of case ids.")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
-@click.option("--overlap", type=float, default=0.5, show_default=True, help="Sliding-window overlap.")
+@click.option("--overlap", type=float, default=InferenceConfig.overlap, show_default=True, help="Sliding-window overlap.")
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
               help="Apply the checkpoint's postprocessing (small components removed, small ET relabelled).")
 @click.option("--overwrite", is_flag=True, help="Predict again cases whose output is newer than their inputs.")

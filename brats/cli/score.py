@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..inference_config import InferenceConfig
 from ..lesionwise import CHALLENGES
 from .common import Interrupted, progress_option, reports_errors
 
@@ -20,7 +21,7 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--pred", type=click.Path(file_okay=False), default=None,
               help="Score the <case_id>.nii.gz segmentations in DIR (no model) against --raw or --store.")
 @click.option("--out", default="final_scores.csv", show_default=True, help="CSV report; the plot goes next to it (.png).")
-@click.option("--overlap", type=float, default=0.5, show_default=True, help="Sliding-window overlap.")
+@click.option("--overlap", type=float, default=InferenceConfig.overlap, show_default=True, help="Sliding-window overlap.")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
               help="Apply the checkpoint's postprocessing (chosen on its validation cases): remove predicted "

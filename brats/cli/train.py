@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..trainer.config import LOSSES, ModelConfig, TrainConfig
+from ..trainer.config import LOSSES, TrainConfig, setting
 from .common import Interrupted, progress_option, reports_errors
 
 DEFAULTS = TrainConfig()  # the one definition of every default; torch-free, so --help stays fast
@@ -16,7 +16,7 @@ DEFAULTS = TrainConfig()  # the one definition of every default; torch-free, so 
 
 def default(name: str, shown: str | None = None) -> str:
     """The help suffix naming the default of a TrainConfig field (one side for a cube)."""
-    value = getattr(DEFAULTS, name)
+    value = setting(DEFAULTS, name)
     if isinstance(value, tuple) and len(set(value)) == 1:
         value = value[0]
     return f"  [default: {shown if shown is not None else format(value, 'g') if isinstance(value, float) else value}]"
@@ -44,7 +44,7 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--patches-per-epoch", type=click.IntRange(1), default=None,
               help="Training patches per epoch, rounded up to whole optimizer steps." + default("patches_per_epoch"))
 @click.option("--patch-size", callback=_triple, default=None,
-              help=f"Patch side(s), multiples of {ModelConfig().divisor}." + default("patch_size"))
+              help=f"Patch side(s), multiples of {DEFAULTS.model.divisor}." + default("patch_size"))
 @click.option("--base-channels", type=click.IntRange(1), default=None,
               help="Width of the first level; the others follow x2." + default("base_channels"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Patches per step." + default("batch_size"))
@@ -65,7 +65,7 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
               help="Region soft Dice + binary cross-entropy, or the Dice alone." + default("loss"))
 @click.option("--batch-dice/--no-batch-dice", default=None,
               help="Dice over the whole batch per region, or per sample."
-                   + default("batch_dice", "batch" if DEFAULTS.batch_dice else "per sample"))
+                   + default("batch_dice", "batch" if DEFAULTS.loss.batch_dice else "per sample"))
 @click.option("--downsample", type=click.IntRange(1, 4), default=None,
               help="Train and predict at 1/N resolution (2: 2 mm voxels, 8x less compute)." + default("downsample"))
 @click.option("--split-file", default=None, help='JSON {"train": [ids], "val": [ids]} instead of --val-fraction.')

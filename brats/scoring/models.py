@@ -15,6 +15,7 @@ from ..errors import CheckpointError, ConfigError, shortened
 from ..inference import InferenceConfig, predict_labels
 from ..regions import Postprocessing
 from ..trainer.checkpoint import load_checkpoint
+from ..trainer.config import TrainConfig, config_from_dict
 from ..trainer.model import ModelConfig, ResUNet
 
 # What a checkpoint holds only to resume training (the weights live in the rebuilt model).
@@ -34,9 +35,13 @@ class Member:
         return Postprocessing.from_dict(self.state.get("postprocess"))
 
     @property
+    def config(self) -> TrainConfig:
+        """The settings it was trained with (flat brats <= 0.3 ones converted)."""
+        return config_from_dict(self.state["config"], where=self.path)
+
+    @property
     def inference_key(self) -> tuple[Any, ...]:
-        config = self.state["config"]
-        return tuple(config["patch_size"]), int(config.get("downsample", 1))
+        return self.config.patch_size, self.config.downsample
 
 
 def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNet:
@@ -86,10 +91,10 @@ def out_of_fold_owners(members: list[Member]) -> dict[str, Member]:
     """Case id -> the fold model that held it out, for out-of-fold scores of a cross-validation."""
     folds = {}
     for m in members:
-        config = m.state["config"]
-        if not config.get("folds"):
+        config = m.config
+        if not config.folds:
             raise ConfigError(f"{m.path}: not trained with --folds; out-of-fold scores need the fold checkpoints")
-        folds[m.path] = (int(config["folds"]), int(config["fold"]), int(config["seed"]), m.state.get("store"))
+        folds[m.path] = (config.folds, config.fold, config.seed, m.state.get("store"))
     if len({(k, seed, store) for k, _, seed, store in folds.values()}) > 1:
         raise ConfigError("the checkpoints are folds of different cross-validations (folds, seed or store differ)")
     count = next(iter(folds.values()))[0]

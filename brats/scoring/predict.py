@@ -21,6 +21,7 @@ from ..devices import resolve_device
 from ..errors import BratsError, ConfigError
 from ..faults import fault_point
 from ..files import check_output
+from ..inference_config import InferenceConfig
 from ..pipeline.discovery import RawCase, discover_cases
 from ..store.reader import case_modified
 from .cases import ScoreCase, raw_cases, select_store_cases, store_cases
@@ -39,7 +40,7 @@ class PredictConfig:
     inputs: str | None = None  # a folder of raw cases; or give `store`
     store: str | None = None
     cases: str = "all"  # store cases: all | val (the checkpoint's validation cases) | a file of case ids
-    overlap: float = 0.5
+    overlap: float = InferenceConfig.overlap
     tta: bool = False
     device: str = "auto"
     window: tuple[int, int, int] | None = None

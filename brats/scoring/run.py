@@ -21,6 +21,7 @@ from ..errors import ConfigError, StoreError
 from ..faults import fault_point
 from ..files import check_output, replaced_on_success
 from ..geometry import crop_slices, uncrop
+from ..inference_config import InferenceConfig
 from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
@@ -43,7 +44,7 @@ class ScoreConfig:
     raw: str | None = None
     pred: str | None = None
     out: str = "final_scores.csv"
-    overlap: float = 0.5
+    overlap: float = InferenceConfig.overlap
     tta: bool = False
     device: str = "auto"
     save_predictions: str | None = None

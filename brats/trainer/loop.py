@@ -33,13 +33,13 @@ from ..store.volumes import iterate_volumes
 from . import ddp
 from .augment import BatchAugmenter
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_from_dict
+from .config import TrainConfig, config_from_dict, flat_settings
 from .loss import deep_supervision_loss
-from .model import ModelConfig, ResUNet
+from .model import ResUNet
 from .postprocess import choose_postprocessing
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
-from .stream import PatchBatch, PatchStream, StreamConfig
+from .stream import PatchBatch, PatchStream
 from .train_log import plot_curves, write_log
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
 # Options that may differ between a checkpoint and the run resuming it (they do not change the result;
 # another store must hold the same cases preprocessed the same way, which is checked).
-RESUMABLE = {"epochs", "out", "workers", "device", "val_every", "store"}
+RESUMABLE = {"epochs", "out", "device", "val_every", "store", "stream.workers", "stream.loader", "stream.prefetch_batches",
+             "stream.collate_threads", "stream.reuse_memory"}
 POSTFIX_SECONDS = 10.0  # the progress bar shows the loss at most this often (each read is a device sync)
 
 
@@ -73,7 +74,7 @@ CPU_SECONDS_PER_REFERENCE_PATCH = 14.0
 
 def cpu_hours_per_epoch(config: TrainConfig, cores: int) -> float:
     """A rough CPU time of one epoch, to warn before a run that would take days."""
-    scale = (config.base_channels / 32) ** 2 * math.prod(config.patch_size) / 96**3
+    scale = (config.model.base_channels / 32) ** 2 * math.prod(config.patch_size) / 96**3
     return config.patches_per_epoch * CPU_SECONDS_PER_REFERENCE_PATCH * scale * 2 / max(cores, 1) / 3600
 
 
@@ -82,10 +83,6 @@ def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     computed from the epoch alone, so a run resumed with more epochs follows the longer curve
     from where it is (its lr rises from the old curve's to the new one's) instead of staying at 0."""
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
-
-
-def model_config(config: TrainConfig) -> ModelConfig:
-    return ModelConfig(base_channels=config.base_channels)
 
 
 def inference_config(config: TrainConfig, amp: bool = True, **options: Any) -> InferenceConfig:
@@ -112,8 +109,8 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> No
     if "loss" not in state["config"]:
         raise CheckpointError(f"{path}: was trained by brats 0.1 (class head, Dice loss) and cannot be resumed by "
                               f"this version; it can still be scored, or start a new run")
-    saved = config_from_dict(state["config"], where=path).to_dict()
-    conflicts = [k for k, v in config.to_dict().items() if k not in RESUMABLE and saved[k] != v]
+    saved = flat_settings(config_from_dict(state["config"], where=path))
+    conflicts = [k for k, v in flat_settings(config).items() if k not in RESUMABLE and saved[k] != v]
     if conflicts:
         raise CheckpointError(f"{path}: was trained with other settings ({', '.join(conflicts)}); "
                               "resume with the checkpoint's settings or start a new run")
@@ -135,7 +132,7 @@ class Trainer:
         self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
         torch.manual_seed(derive_seed(INIT, config.seed))
-        self.model = ResUNet(model_config(config)).to(device)
+        self.model = ResUNet(config.model).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.amp_dtype, scaled = precision(config, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
@@ -151,7 +148,7 @@ class Trainer:
     def state(self, augmenters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Everything a resume needs; `augmenters` holds every rank's augmentation state (rank order)."""
         return {
-            "config": self.config.to_dict(), "model_config": asdict(model_config(self.config)),
+            "config": self.config.to_dict(), "model_config": asdict(self.config.model),
             "split": {"train": self.split.train, "val": self.split.val},
             "store": str(Path(self.config.store).resolve()), "store_params": self.store_params,
             "epoch": self.epoch, "history": self.history,
@@ -196,7 +193,7 @@ class Trainer:
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, stream: PatchStream, progress: bool) -> dict[str, float]:
         cfg, device = self.config, self.runtime.device
-        per_step = cfg.batch_size * cfg.accum_steps
+        per_step = cfg.stream.batch_size * cfg.accum_steps
         steps = math.ceil(cfg.patches_per_epoch / self.runtime.world_size / per_step)
         micro = steps * cfg.accum_steps
         self.net.train()
@@ -230,7 +227,7 @@ class Trainer:
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         reserved = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else None
         return {"train_loss": ddp.mean_across(self.runtime, sum(losses) / len(losses)),
-                "patches_per_s": micro * cfg.batch_size * self.runtime.world_size / seconds,
+                "patches_per_s": micro * cfg.stream.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
                 "seconds": seconds}
 
@@ -249,7 +246,7 @@ class Trainer:
         with sync:
             with autocast:
                 outputs = self.net(image)
-            loss = deep_supervision_loss(outputs, targets, cfg.loss_config) / cfg.accum_steps
+            loss = deep_supervision_loss(outputs, targets, cfg.loss) / cfg.accum_steps
             self.scaler.scale(loss).backward()
         if update:
             self.scaler.step(self.optimizer)
@@ -264,7 +261,7 @@ class Trainer:
         inference = inference_config(cfg, amp=self.amp_dtype is not None)
         self.model.eval()
         pairs = []
-        volumes = iterate_volumes(cfg.store, self.split.val, workers=1 if cfg.workers else 0)
+        volumes = iterate_volumes(cfg.store, self.split.val, workers=1 if cfg.stream.workers else 0)
         for volume in tqdm(volumes, total=len(self.split.val), desc="validation", unit="case", leave=False,
                            disable=not progress):
             prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
@@ -280,12 +277,6 @@ class Trainer:
         out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels)})
         out["et_min_voxels"] = self.postprocessing.et_min_voxels
         return out
-
-
-def _stream_config(config: TrainConfig) -> StreamConfig:
-    return StreamConfig(patch_size=config.stream_patch_size, tumour_fraction=config.tumour_fraction,
-                        samples_per_volume=config.samples_per_volume, queue_length=config.queue_length,
-                        batch_size=config.batch_size, workers=config.workers)
 
 
 def run_training(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
@@ -345,7 +336,7 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
         log.warning("no GPU: this model and patch size take roughly %.0f h per epoch on this CPU; for real data "
                     "on a CPU use --config configs/real-cpu.toml (about 15 min in all on 2 cores), or a GPU", hours)
     first = trainer.epoch
-    stream = PatchStream(config.store, trainer.split.train, _stream_config(config), seed=config.seed,
+    stream = PatchStream(config.store, trainer.split.train, config.store_stream, seed=config.seed,
                          rank=runtime.rank, world_size=runtime.world_size,
                          pin_memory=runtime.device.type == "cuda")
     with stream:

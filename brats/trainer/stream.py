@@ -14,7 +14,7 @@ import torch
 import torchio as tio
 
 from ..files import libc
-from ..labels import REGIONS
+from .config import StreamConfig
 from .patch_queue import StoreQueue
 from .sampler import START, TUMOUR_CENTRED, TumourSampler
 from .subjects import store_subjects_dataset
@@ -23,23 +23,6 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BYTES = 1 << 30
 MMAP_LIMIT = 512 << 20
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """How training patches are drawn and delivered."""
-
-    patch_size: tuple[int, int, int] = (96, 96, 96)
-    tumour_fraction: float = 0.5
-    tumour_regions: tuple[str, ...] = tuple(REGIONS)
-    samples_per_volume: int = 8
-    queue_length: int = 64
-    batch_size: int = 4
-    workers: int = 2
-    loader: str = "threads"  # or "processes" (forkserver/spawn); workers=0 loads inline, for debugging
-    prefetch_batches: int = 4
-    collate_threads: int = 2
-    reuse_memory: bool = True  # see keep_freed_memory
 
 
 def keep_freed_memory() -> bool:
