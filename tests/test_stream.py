@@ -186,20 +186,26 @@ def test_ranks_draw_their_own_patches_and_shuffles(tiny_store):
     assert draws[0][0] != draws[1][0] and not torch.equal(draws[0][1], draws[1][1])
 
 
-def test_the_torchio_internals_store_queue_overrides_still_exist():
-    """`StoreQueue` (trainer/patch_queue.py) overrides these private parts of `tio.Queue` (torchio<2 is
-    pinned). A TorchIO release that renames or drops one fails here, not silently in training."""
-    import inspect
-
+def test_the_torchio_queue_contract_the_stream_relies_on():
+    """The stream shuffles around `tio.Queue` (which reproduces TorchIO's own fill-then-shuffle)
+    only if, with shuffling off and no workers, the queue reads subjects in index order and hands
+    out each fill of `max_length` patches in subject order, finishing a cut subject first.
+    A TorchIO release that changes this fails here, not silently in training."""
     import torchio as tio
 
-    queue = tio.Queue(tio.SubjectsDataset([tio.Subject(image=tio.ScalarImage(tensor=torch.zeros(1, 4, 4, 4)))]),
-                      max_length=2, samples_per_volume=1, sampler=tio.UniformSampler(2), num_workers=0,
-                      shuffle_subjects=False, start_background=False)
-    for name in ("patches_list", "_incomplete_subject", "_num_patches_incomplete", "_num_sampled_subjects",
-                 "_subjects_iterable"):
-        assert hasattr(queue, name), name
-    for name in ("_fill", "_get_subjects_iterable", "_initialize_subjects_iterable", "_shuffle_patches_list"):
-        assert callable(getattr(tio.Queue, name, None)), name
-    fill = inspect.getsource(tio.Queue._fill)
-    assert "_get_next_subject" in fill and "_num_sampled_subjects" in fill and "_shuffle_patches_list" in fill
+    class Recorded(tio.SubjectsDataset):
+        def __init__(self, subjects):
+            super().__init__(subjects)
+            self.asked = []
+
+        def __getitem__(self, index):
+            self.asked.append(index)
+            return super().__getitem__(index)
+
+    subjects = [tio.Subject(image=tio.ScalarImage(tensor=torch.full((1, 4, 4, 4), float(i))), number=i)
+                for i in range(5)]
+    dataset = Recorded(subjects)
+    queue = tio.Queue(dataset, max_length=5, samples_per_volume=2, sampler=tio.UniformSampler(2), num_workers=0,
+                      shuffle_subjects=False, shuffle_patches=False, start_background=False)
+    assert [int(queue[0]["number"]) for _ in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert dataset.asked == [0, 1, 2, 3, 4]

@@ -1,10 +1,11 @@
-"""A `tio.Queue` that streams an endless, seeded, rank-split order of store subjects."""
+"""TorchIO's patch `Queue` over a seeded, rank-split order of store subjects, by its public API only."""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import torch
 import torchio as tio
@@ -59,70 +60,126 @@ def _first(batch: list[tio.Subject]) -> tio.Subject:
     return batch[0]
 
 
-class StoreQueue(tio.Queue):
-    """TorchIO's patch queue, with its subject loader kept alive between epochs.
+class _Indices(Sampler[int]):
+    """The indices a persistent loader reads next: set before each epoch."""
 
-    tio.Queue builds a new DataLoader (new worker processes) every time the subjects run out.
-    Here subjects come from an endless `SubjectOrder`, loaded either by `num_workers` threads
-    (the default: reading a case is mostly decompression and copies that release the GIL, and
-    a subject handed over between threads costs nothing, where a process must copy ~30-60 MB
-    through shared memory) or by persistent worker processes started with forkserver/spawn,
-    never fork (zarr 3 and Blosc are not fork-safe). `start_epoch` resets every source of
-    randomness, so epoch `e` yields the same patches whatever happened before (exact resume).
+    def __init__(self) -> None:
+        self.indices: list[int] = []
 
-    It overrides private parts of `tio.Queue` (torchio<2 is pinned); tests/test_stream.py fails
-    when a TorchIO release renames or drops one of them.
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.indices))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class SubjectReader:
+    """Loads subjects in a given order ahead of their use, by `workers` threads (the default:
+    reading a case is mostly decompression and copies that release the GIL, and a subject handed
+    over between threads costs nothing, where a process must copy ~30-60 MB through shared memory)
+    or by persistent worker processes started with forkserver/spawn, never fork."""
+
+    def __init__(self, dataset: tio.SubjectsDataset, workers: int, loader: str) -> None:
+        if loader not in ("threads", "processes"):
+            raise ValueError(f"loader must be 'threads' or 'processes', not {loader!r}")
+        self.dataset, self.workers = dataset, workers
+        self._pool = ThreadPoolExecutor(workers, "brats-subjects") if loader == "threads" and workers else None
+        self._indices = _Indices()
+        self._loader: DataLoader | None = None
+        if self._pool is None and workers:
+            self._loader = DataLoader(dataset, batch_size=1, collate_fn=_first, sampler=self._indices,
+                                      num_workers=workers, persistent_workers=True,
+                                      multiprocessing_context=worker_context(workers), prefetch_factor=2)
+
+    def read(self, order: list[int]) -> Iterator[tio.Subject]:
+        if self._pool is not None:
+            return prefetched(self.dataset, order, self._pool, 2 * self.workers)
+        if self._loader is not None:
+            self._indices.indices = order
+            return iter(self._loader)
+        return (self.dataset[i] for i in order)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        self._loader = None  # a persistent loader stops its workers when it is collected
+
+
+class EpochSubjects(tio.SubjectsDataset):
+    """One epoch's subjects in their drawn order, as the `tio.Queue` reads them: index k is the
+    k-th subject of the order (the queue reads them in sequence: no subject shuffling, no workers
+    of its own), already loaded by the `SubjectReader`."""
+
+    def __init__(self, unloaded: list[tio.Subject], loaded: Iterator[tio.Subject]) -> None:
+        super().__init__(unloaded)  # the subjects, not yet read: what the queue counts
+        self.loaded_in_order, self.next_index = loaded, 0
+
+    def __getitem__(self, index: int) -> tio.Subject:
+        if index != self.next_index:
+            raise RuntimeError(f"epoch subjects are read in order: asked for {index}, next is {self.next_index}")
+        self.next_index += 1
+        return next(self.loaded_in_order)
+
+
+class StoreQueue:
+    """Balanced patches from store subjects through TorchIO's `Queue`, used by its public API only.
+
+    Each epoch gets a fresh `tio.Queue` over that epoch's subjects (`EpochSubjects`: the seeded,
+    rank-split `SubjectOrder`, loaded ahead by a `SubjectReader` that lives across epochs), with
+    the `TumourSampler`, `max_length` and `samples_per_volume`; the queue neither shuffles nor
+    starts workers itself. Patches are shuffled around it, one full queue at a time, with a
+    generator seeded by (seed, epoch, rank): so epoch `e` yields the same patches whatever
+    happened before (exact resume), as TorchIO's own fill-then-shuffle would, but seeded.
     """
 
     def __init__(self, subjects_dataset: tio.SubjectsDataset, max_length: int, samples_per_volume: int,
                  sampler: TumourSampler, num_workers: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, loader: str = "threads") -> None:
-        if loader not in ("threads", "processes"):
-            raise ValueError(f"loader must be 'threads' or 'processes', not {loader!r}")
-        self.order = SubjectOrder(len(subjects_dataset), seed, rank, world_size)
+        self.max_length, self.samples_per_volume = max_length, samples_per_volume
+        self.sampler = sampler
         self.seed = seed
+        self.order = SubjectOrder(len(subjects_dataset), seed, rank, world_size)
+        self.reader = SubjectReader(subjects_dataset, num_workers, loader)
         self.shuffle_generator = torch.Generator()
-        self._pool = ThreadPoolExecutor(num_workers, "brats-subjects") if loader == "threads" and num_workers else None
-        self._loader = None if self._pool else DataLoader(
-            subjects_dataset, batch_size=1, collate_fn=_first, sampler=self.order, num_workers=num_workers,
-            persistent_workers=num_workers > 0, multiprocessing_context=worker_context(num_workers),
-            prefetch_factor=2 if num_workers > 0 else None,
-        )
-        super().__init__(subjects_dataset, max_length, samples_per_volume, sampler, num_workers=num_workers,
-                         shuffle_subjects=False, shuffle_patches=True, start_background=False)
-        self.sampler: TumourSampler
+        self._queue: tio.Queue | None = None
+        self._subjects: EpochSubjects | None = None
+        self._buffer: list[tio.Subject] = []
 
-    def start_epoch(self, epoch: int) -> None:
-        """Drop queued patches and restart subjects, patch draws and shuffles from (seed, epoch)."""
-        self.patches_list = []
-        self._incomplete_subject = None
-        self._num_patches_incomplete = 0
+    def start_epoch(self, epoch: int, patches: int = 0) -> None:
+        """Restart subjects, patch draws and shuffles from (seed, epoch), for `patches` patches
+        (0: as many as one full queue)."""
         self.order.set_epoch(epoch)
         self.sampler.reseed(PATCHES, self.seed, epoch, self.order.rank)  # each DDP rank its own draws
         self.shuffle_generator.manual_seed(derive_seed(SHUFFLE, self.seed, epoch, self.order.rank))
-        self._initialize_subjects_iterable()
+        # Enough subjects for the patches plus one more full queue: the queue never runs dry.
+        count = -(-max(patches, 1) // self.samples_per_volume) + -(-self.max_length // self.samples_per_volume) + 1
+        order = list(islice(iter(self.order), count))
+        unloaded = self.reader.dataset.dry_iter()
+        self._end_epoch()
+        self._subjects = EpochSubjects([unloaded[i] for i in order], self.reader.read(order))
+        self._queue = tio.Queue(self._subjects, self.max_length,
+                                self.samples_per_volume, self.sampler, num_workers=0, shuffle_subjects=False,
+                                shuffle_patches=False, start_background=False)
+
+    def next_patch(self) -> tio.Subject:
+        if self._queue is None:
+            raise RuntimeError("start_epoch() first")
+        if not self._buffer:
+            fill = [self._queue[0] for _ in range(self.max_length)]  # exactly one fill of the queue
+            self._buffer = [fill[i] for i in torch.randperm(len(fill), generator=self.shuffle_generator)]
+            self._buffer.reverse()
+        return self._buffer.pop()
+
+    def _end_epoch(self) -> None:
+        """Drop the last epoch's queue and the subjects read ahead for it, now rather than when
+        the garbage collector finds them."""
+        if self._subjects is not None:
+            close = getattr(self._subjects.loaded_in_order, "close", None)  # a read-ahead generator
+            if close is not None:
+                close()
+        self._queue, self._subjects, self._buffer = None, None, []
 
     def close(self) -> None:
         """Stop the loader threads or worker processes."""
-        self._subjects_iterable = None
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            return
-        iterator, self._loader._iterator = self._loader._iterator, None
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-
-    def _get_subjects_iterable(self) -> Iterator[tio.Subject]:
-        self._num_sampled_subjects = 0
-        if self._pool is not None:
-            return prefetched(self.subjects_dataset, iter(self.order), self._pool, 2 * self.num_workers)
-        return iter(self._loader)
-
-    def _fill(self) -> None:
-        # The subject stream is endless: count subjects per fill, not since the loader started.
-        self._num_sampled_subjects = 0
-        super()._fill()
-
-    def _shuffle_patches_list(self) -> None:
-        indices = torch.randperm(self.num_patches, generator=self.shuffle_generator)
-        self.patches_list = [self.patches_list[i] for i in indices]
+        self._end_epoch()
+        self.reader.close()

@@ -101,7 +101,7 @@ class PatchStream:
 
     def batches(self, epoch: int, num_batches: int) -> Iterator[PatchBatch]:
         """The `num_batches` batches of `epoch`: the same ones for the same (seed, epoch)."""
-        self.queue.start_epoch(epoch)
+        self.queue.start_epoch(epoch, num_batches * self.config.batch_size)
         if self.config.workers == 0 or self.config.prefetch_batches == 0:
             for _ in range(num_batches):
                 yield self._next_batch()
@@ -109,7 +109,7 @@ class PatchStream:
         yield from self._background(num_batches)
 
     def _next_patches(self) -> list[tio.Subject]:
-        return [self.queue[0] for _ in range(self.config.batch_size)]
+        return [self.queue.next_patch() for _ in range(self.config.batch_size)]
 
     def _next_batch(self) -> PatchBatch:
         return collate_patches(self._next_patches(), self.pin_memory)
