@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA := data
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-bench demo test lint clean
 
 $(BIN)/brats: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(BIN)/brats: pyproject.toml
 	touch $(BIN)/brats
 
 setup: $(BIN)/brats
+
+# nnU-Net v2 and MONAI for bench/peers.py; torchvision pinned to the torch in .venv, so pip keeps that torch.
+setup-bench: setup
+	$(BIN)/python -m pip install -q -e '.[bench]' "torchvision==$$($(BIN)/python -c \
+	  'import torch; print("0.%d.*" % (int(torch.__version__.split(".")[1]) + 15))')"
 
 demo: setup
 	$(BIN)/brats synth $(DATA)/raw --cases 8

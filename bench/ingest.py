@@ -6,8 +6,11 @@ Part 1 pins this process to one core and, per case, measures (best of --repeats)
   ingest     `ingest_case`: read, hash, validate, crop, z-score, remap, sample, write Zarr
 Part 2 ingests --copies copies of every case on a Dask LocalCluster of 1 and of N workers
 (cluster start excluded) and reports the speed-up.
+Part 3 is ingest as users run it: `brats ingest --workers 1` of all the cases against the first 2
+(cases linked under distinct ids), the wall time per extra case against the zlib floor of the
+same cases, and where an in-process `ingest_case` spends it (cProfile, per stage).
 
-    python bench/ingest.py [--raw DIR] [--repeats 3] [--copies 3] [--workers 2]
+    python bench/ingest.py [--raw DIR] [--repeats 3] [--copies 3] [--workers 2] [--only cli]
 """
 
 from __future__ import annotations
@@ -98,20 +101,80 @@ def scaling(raw: Path, tmp: Path, copies: int, max_workers: int) -> None:
         print(f"| {workers} | {wall:.2f} | {n_cases / wall:.2f} | {base / wall:.2f} | {base / wall / workers:.0%} |")
 
 
+STAGES = {  # function name in brats.pipeline / brats.store -> what it does
+    "case_lock": "lock", "recover_case": "recover debris", "read_case_record": "read previous record",
+    "open_sources": "read files, SHA-256, header checks", "case_fingerprint": "fingerprint",
+    "decode_case": "inflate + decode, finite/label checks", "preprocess_case": "crop, z-score, remap, locations",
+    "_case_record": "record", "write_case": "Zarr write, checksums, atomic rename",
+}
+
+
+def cli(raw: Path, tmp: Path) -> None:
+    import cProfile
+    import pstats
+    import subprocess
+
+    cases = [c for c in discover_cases(raw) if c.problem is None]
+    folders = {}
+    for n in (2, len(cases)):
+        folder = folders[n] = tmp / f"cli-{n}"
+        for case in cases[:n]:
+            (folder / case.case_id).mkdir(parents=True)
+            for path in case.files.values():
+                (folder / case.case_id / path.name).symlink_to(path)
+    brats = Path(sys.executable).parent / "brats"
+    walls = {}
+    for n, folder in folders.items():
+        start = time.perf_counter()
+        subprocess.run([str(brats), "ingest", str(folder), "--out", str(tmp / f"cli-store-{n}"), "--workers", "1",
+                        "--no-progress"], check=True, capture_output=True)
+        walls[n] = time.perf_counter() - start
+    extra = (walls[len(cases)] - walls[2]) / (len(cases) - 2)
+    floor = sum(best_of(lambda c=c: inflate_all(list(c.files.values()), zlib), 1) for c in cases) / len(cases)
+    floor_ng = sum(best_of(lambda c=c: inflate_all(list(c.files.values()), zlib_ng), 1) for c in cases) / len(cases)
+    print(f"\n## Through the command line: `brats ingest --workers 1`, {len(cases)} cases against 2\n")
+    print(f"| 2 cases, s | {len(cases)} cases, s | per extra case, s | floor zlib, s | floor zlib-ng, s "
+          f"| per extra case / floor |\n|---|---|---|---|---|---|")
+    print(f"| {walls[2]:.2f} | {walls[len(cases)]:.2f} | {extra:.3f} | {floor:.3f} | {floor_ng:.3f} "
+          f"| **{extra / floor:.2f}** |")
+
+    config = IngestConfig()
+    root = create_or_check_store(tmp / "profiled", config.store_params())
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.enable()
+    for case in cases:
+        ingest_case(case, str(root), config)
+    profile.disable()
+    inprocess = (time.perf_counter() - start) / len(cases)
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, ..., cumulative, ...)
+    spent = {name: sum(v[3] for (_, _, fn), v in stats.items() if fn == name) / len(cases) for name in STAGES}
+    print(f"\nWhere an in-process `ingest_case` spends its {1000 * inprocess:.0f} ms per case (cProfile, "
+          f"cumulative; the CLI's per-case cost above includes Dask's task overhead):\n")
+    print("| stage | ms per case |\n|---|---|")
+    for name, words in STAGES.items():
+        print(f"| {words} (`{name}`) | {1000 * spent[name]:.0f} |")
+    print(f"| the rest of `ingest_case` | {1000 * (inprocess - sum(spent.values())):.0f} |")
+    print(f"| Dask task and process overhead (CLI per extra case - in process) | {1000 * (extra - inprocess):.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", help="raw BraTS folder (default: ../shared/realdata, else synthetic)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--only", choices=("cli",), default=None)
     args = parser.parse_args()
     print(f"# bench/ingest.py\n\nmachine: {machine()}")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         raw = raw_dataset(args.raw, tmp)
         print(f"data: {raw}")
-        one_core(raw, tmp, args.repeats)
-        scaling(raw, tmp, args.copies, args.workers)
+        if args.only is None:
+            one_core(raw, tmp, args.repeats)
+            scaling(raw, tmp, args.copies, args.workers)
+        cli(raw, tmp)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def check_output(path: str | Path, what: str, folder: bool = True) -> Path:
@@ -55,3 +58,28 @@ def libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(name, use_errno=True) if name else None
     except OSError:
         return None
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_BYTES = 1 << 30
+MMAP_LIMIT = 512 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Let glibc reuse freed volume and batch buffers instead of unmapping them.
+
+    By default glibc serves blocks over ~32 MiB with mmap and unmaps them on free (and Dask's
+    nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also fixes the mmap
+    threshold at 128 KiB), so every new 30-60 MB case or batch buffer is page-faulted in
+    afresh: on the 2-core test machine that took half of the streaming time
+    (docs/benchmarks.md). Raising the mmap and trim thresholds keeps up to 1 GiB of freed memory
+    for reuse, the effect PyTorch's performance guide gets from jemalloc or tcmalloc. Returns
+    False where the C library is not glibc. Once per process.
+    """
+    mallopt = getattr(libc(), "mallopt", None)
+    if mallopt is None:
+        return False
+    done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
+    log.debug("glibc mallopt thresholds raised: %s", done)
+    return done

@@ -28,6 +28,7 @@ from brats.trainer.config import TrainConfig, config_from_dict, load_config
 from brats.trainer.loop import cosine_lr, precision, run_training
 from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
+from brats.trainer.step_timing import PHASES
 
 from .helpers import brain_arrays, brats_03_config, ingest_cases
 
@@ -89,14 +90,20 @@ def test_resume_continues_bit_for_bit(tiny_store, tmp_path):
     assert straight.last_epoch == 2
     run_training(tiny(tiny_store, tmp_path / "b", epochs=2), progress=False, stop_after=1)
     # resumed with another number of loading threads: the data depends on (seed, epoch) only
+    # and timing each phase of the step, which synchronises but must not change anything
     resumed = run_training(tiny(tiny_store, tmp_path / "b", epochs=2, workers=0), resume=tmp_path / "b" / "last.pt",
-                           progress=False)
+                           progress=False, step_times=True)
     assert resumed.epochs_run == 1 and resumed.last_epoch == 2
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    timed = b["history"][1]
+    phases = [timed[f"step_s_{p}"] for p in PHASES]
+    assert all(t > 0 for t in phases) and "step_s_data" not in b["history"][0]
+    micro_batches = 16 // 2  # patches per epoch / batch size
+    assert sum(phases) * micro_batches <= timed["seconds"]
 
 
 def test_outputs_log_and_checkpoint_contents(tiny_store, tmp_path):

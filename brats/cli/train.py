@@ -72,7 +72,8 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--val-every", type=click.IntRange(1), default=None,
               help="Validate every N epochs (and after the last)." + default("val_every"))
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML file of these options (names as here); options given here override it.")
+              help="TOML (or a run's train_config.json): these options, or tables [model], [loss], [stream], "
+                   "[augment]; options given here override it.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a run from its checkpoint (last.pt), with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints and log).")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import InvalidCaseError, StoreError
 from ..faults import fault_point
-from ..files import replaced_on_success
+from ..files import keep_freed_memory, replaced_on_success
 from ..store import layout
 from ..store.index import write_index
 from ..store.locks import case_lock
@@ -105,6 +105,7 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
     it, a case that another run just stored is seen as unchanged.
     """
     start = time.perf_counter()
+    keep_freed_memory()  # in a Dask worker too, whose nanny sets MALLOC_TRIM_THRESHOLD_
     root = Path(store_root)
 
     def result(status: str, file: str = "", problem: str = "") -> CaseResult:

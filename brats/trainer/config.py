@@ -91,7 +91,7 @@ class StreamConfig:
     loader: str = "threads"  # or "processes" (forkserver/spawn); workers=0 loads inline, for debugging
     prefetch_batches: int = 4
     collate_threads: int = 2
-    reuse_memory: bool = True  # see stream.keep_freed_memory
+    reuse_memory: bool = True  # see files.keep_freed_memory
 
     def __post_init__(self) -> None:
         _at_least_one(self, "samples_per_volume", "queue_length", "batch_size")
@@ -195,11 +195,12 @@ def setting(config: TrainConfig, name: str) -> Any:
 
 
 def flat_settings(config: TrainConfig) -> dict[str, Any]:
-    """Every setting as `name` or `section.name` -> plain value."""
+    """Every setting by its command-line name, else as `name` or `section.name` -> plain value."""
+    flat_name = {path: name for name, path in FLAT_NAMES.items()}
     out: dict[str, Any] = {}
     for key, value in config.to_dict().items():
         if key in SECTIONS:
-            out.update({f"{key}.{k}": v for k, v in value.items()})
+            out.update({flat_name.get((key, k), f"{key}.{k}"): v for k, v in value.items()})
         else:
             out[key] = value
     return out

@@ -39,6 +39,7 @@ from .model import ResUNet
 from .postprocess import choose_postprocessing
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
+from .step_timing import StepTimes
 from .stream import PatchBatch, PatchStream
 from .train_log import plot_curves, write_log
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
 # Options that may differ between a checkpoint and the run resuming it (they do not change the result;
 # another store must hold the same cases preprocessed the same way, which is checked).
-RESUMABLE = {"epochs", "out", "device", "val_every", "store", "stream.workers", "stream.loader", "stream.prefetch_batches",
+RESUMABLE = {"epochs", "out", "device", "val_every", "store", "workers", "stream.loader", "stream.prefetch_batches",
              "stream.collate_threads", "stream.reuse_memory"}
 POSTFIX_SECONDS = 10.0  # the progress bar shows the loss at most this often (each read is a device sync)
 
@@ -127,8 +128,10 @@ def resume_base(path: str | Path) -> TrainConfig:
 class Trainer:
     """State of one run: model, optimiser, schedule, scaler, augmenter, history."""
 
-    def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split) -> None:
+    def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split, step_times: bool = False) -> None:
         self.config, self.runtime, self.split = config, runtime, split
+        self.step_times = step_times
+        self.timer = StepTimes(runtime.device, False)
         self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
         torch.manual_seed(derive_seed(INIT, config.seed))
@@ -201,6 +204,7 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(device)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         losses, waited, start = [], 0.0, time.perf_counter()
+        self.timer = StepTimes(device, self.step_times)
         batches = stream.batches(self.epoch, micro)
         bar = tqdm(total=micro, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and self.runtime.main))
@@ -208,9 +212,11 @@ class Trainer:
         shown = time.perf_counter()
         try:
             for i in range(micro):
+                self.timer.start()
                 t = time.perf_counter()
                 batch = next(batches)
                 waited += time.perf_counter() - t
+                self.timer.mark("data")
                 update = (i + 1) % cfg.accum_steps == 0
                 losses.append(self._step(batch, update, autocast))  # read back once per epoch: no host sync
                 fault_point("train:step")
@@ -229,7 +235,7 @@ class Trainer:
         return {"train_loss": ddp.mean_across(self.runtime, sum(losses) / len(losses)),
                 "patches_per_s": micro * cfg.stream.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
-                "seconds": seconds}
+                "seconds": seconds, **self.timer.per_step()}
 
     def _step(self, batch: PatchBatch, update: bool, autocast: Any) -> torch.Tensor:
         """One micro-batch: augment and pool on the device, forward, backward; the optimizer
@@ -242,16 +248,20 @@ class Trainer:
         if cfg.downsample > 1:
             image = F.avg_pool3d(image, cfg.downsample)
             targets = F.avg_pool3d(targets, cfg.downsample)  # the share of each coarse voxel in a region
+        self.timer.mark("augment")
         sync = self.net.no_sync() if self.runtime.distributed and not update else nullcontext()
         with sync:
             with autocast:
                 outputs = self.net(image)
             loss = deep_supervision_loss(outputs, targets, cfg.loss) / cfg.accum_steps
+            self.timer.mark("forward")
             self.scaler.scale(loss).backward()
+            self.timer.mark("backward")
         if update:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            self.timer.mark("optimizer")
         return loss.detach()
 
     def validate(self, progress: bool) -> dict[str, float]:
@@ -280,12 +290,13 @@ class Trainer:
 
 
 def run_training(config: TrainConfig, resume: str | Path | None = None, progress: bool = True,
-                 stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
+                 stop_after: int | None = None, overwrite: bool = False, step_times: bool = False) -> TrainResult:
     """Train from `config.store` into `config.out`; with `resume`, continue that checkpoint exactly.
 
     `stop_after` ends this call after that epoch (a time-boxed job); resuming finishes the run
     exactly as if it had not stopped. A new run refuses an `out` that holds another run's
-    checkpoints unless `overwrite`.
+    checkpoints unless `overwrite`. `step_times` adds each phase's mean seconds per micro-batch
+    (`step_timing.StepTimes`) to the history kept in the checkpoints; it synchronises the device.
     """
     out = check_output(config.out, "--out")
     config = dataclasses.replace(config, store=str(Path(config.store).absolute()), out=str(out))  # as recorded
@@ -303,7 +314,7 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
             if not overwrite and any((out / name).exists() for name in (LAST, BEST)):
                 raise ConfigError(f"{out}: holds another run ({LAST}); continue it with --resume {out / LAST}, "
                                   "replace it with --overwrite, or give another --out")
-        trainer = Trainer(config, runtime, split)
+        trainer = Trainer(config, runtime, split, step_times)
         if state is not None:
             trainer.restore(state, str(resume))
         return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
