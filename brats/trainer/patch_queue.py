@@ -11,6 +11,7 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Sampler
 
+from ..files import keep_freed_memory
 from ..readahead import prefetched
 from .sampler import TumourSampler
 from .seeds import ORDER, PATCHES, SHUFFLE, derive_seed
@@ -56,6 +57,10 @@ class SubjectOrder(Sampler[int]):
             round_ += 1
 
 
+def _keep_freed_memory(worker_id: int) -> None:
+    keep_freed_memory()  # each worker process is a fresh one (forkserver/spawn): set it there too
+
+
 def _first(batch: list[tio.Subject]) -> tio.Subject:
     return batch[0]
 
@@ -79,7 +84,7 @@ class SubjectReader:
     over between threads costs nothing, where a process must copy ~30-60 MB through shared memory)
     or by persistent worker processes started with forkserver/spawn, never fork."""
 
-    def __init__(self, dataset: tio.SubjectsDataset, workers: int, loader: str) -> None:
+    def __init__(self, dataset: tio.SubjectsDataset, workers: int, loader: str, reuse_memory: bool = True) -> None:
         if loader not in ("threads", "processes"):
             raise ValueError(f"loader must be 'threads' or 'processes', not {loader!r}")
         self.dataset, self.workers = dataset, workers
@@ -89,7 +94,8 @@ class SubjectReader:
         if self._pool is None and workers:
             self._loader = DataLoader(dataset, batch_size=1, collate_fn=_first, sampler=self._indices,
                                       num_workers=workers, persistent_workers=True,
-                                      multiprocessing_context=worker_context(workers), prefetch_factor=2)
+                                      multiprocessing_context=worker_context(workers), prefetch_factor=2,
+                                      worker_init_fn=_keep_freed_memory if reuse_memory else None)
 
     def read(self, order: list[int]) -> Iterator[tio.Subject]:
         if self._pool is not None:
@@ -134,12 +140,12 @@ class StoreQueue:
 
     def __init__(self, subjects_dataset: tio.SubjectsDataset, max_length: int, samples_per_volume: int,
                  sampler: TumourSampler, num_workers: int = 0, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, loader: str = "threads") -> None:
+                 world_size: int = 1, loader: str = "threads", reuse_memory: bool = True) -> None:
         self.max_length, self.samples_per_volume = max_length, samples_per_volume
         self.sampler = sampler
         self.seed = seed
         self.order = SubjectOrder(len(subjects_dataset), seed, rank, world_size)
-        self.reader = SubjectReader(subjects_dataset, num_workers, loader)
+        self.reader = SubjectReader(subjects_dataset, num_workers, loader, reuse_memory)
         self.shuffle_generator = torch.Generator()
         self._queue: tio.Queue | None = None
         self._subjects: EpochSubjects | None = None

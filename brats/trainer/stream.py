@@ -67,7 +67,7 @@ class PatchStream:
         self.queue = StoreQueue(store_subjects_dataset(root, case_ids, config.patch_size), max_length=config.queue_length,
                                 samples_per_volume=config.samples_per_volume, sampler=sampler,
                                 num_workers=config.workers, seed=seed, rank=rank, world_size=world_size,
-                                loader=config.loader)
+                                loader=config.loader, reuse_memory=config.reuse_memory)
 
     def close(self) -> None:
         """Stop the worker processes (also on leaving a `with` block)."""
