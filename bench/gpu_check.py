@@ -46,6 +46,7 @@ from brats.store.volumes import iterate_volumes  # noqa: E402
 from brats.trainer import loop  # noqa: E402
 from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
 from brats.trainer.config import TrainConfig, config_from_dict  # noqa: E402
+from brats.trainer.step_timing import PHASES  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
 
@@ -63,16 +64,25 @@ def throughput(store: Path, work: Path, base: TrainConfig, steps: int) -> None:
     for bench in (False, True):
         torch.backends.cudnn.benchmark = bench
         config = dataclasses.replace(base, out=str(work / f"speed-{bench}"), epochs=1, val_fraction=0.0,
-                                     patches_per_epoch=steps * base.batch_size * base.accum_steps)
+                                     patches_per_epoch=steps * base.stream.batch_size * base.accum_steps)
         loop.run_training(config, progress=False)
         row = last_row(Path(config.out))
         amp, _ = loop.precision(config, torch.device(config.device))
         memory = (f"{row.peak_gpu_mib / 1024:.2f} GiB allocated, {row.peak_gpu_reserved_mib / 1024:.2f} GiB reserved"
                   if not pd.isna(row.peak_gpu_mib) else "CPU")
-        report(f"1. full model {base.patch_size[0]}^3 x {base.batch_size} x {base.accum_steps}, cudnn.benchmark={bench}",
+        shape = f"{base.patch_size[0]}^3 x {base.stream.batch_size} x {base.accum_steps}"
+        report(f"1. full model {shape}, cudnn.benchmark={bench}",
                f"{row.patches_per_s:.1f} patches/s, data wait {100 * row.data_wait:.1f}%, {memory}, "
                f"{str(amp).removeprefix('torch.') if amp else 'fp32'}")
     torch.backends.cudnn.benchmark = False
+    config = dataclasses.replace(base, out=str(work / "phases"), epochs=1, val_fraction=0.0,
+                                 patches_per_epoch=steps * base.stream.batch_size * base.accum_steps)
+    loop.run_training(config, progress=False, step_times=True)
+    phases = load_checkpoint(Path(config.out) / "last.pt")["history"][-1]
+    times = {p: 1000 * phases[f"step_s_{p}"] for p in PHASES}
+    total = sum(times.values())
+    report("1b. where a micro-batch goes (device synchronised per phase)",
+           ", ".join(f"{p} {t:.0f} ms ({100 * t / total:.0f}%)" for p, t in times.items()))
 
 
 def sync_debug(store: Path, work: Path, tiny: TrainConfig) -> None:
@@ -88,7 +98,8 @@ def sync_debug(store: Path, work: Path, tiny: TrainConfig) -> None:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
-    report("2. host syncs in one epoch", f"{len(syncs)} warning(s) for {config.patches_per_epoch // config.batch_size} "
+    micro = config.patches_per_epoch // config.stream.batch_size
+    report("2. host syncs in one epoch", f"{len(syncs)} warning(s) for {micro} "
            f"micro-batches: {'; '.join(sorted(set(syncs)))[:300] or 'none'}")
 
 
@@ -115,7 +126,8 @@ def bf16_inference(store: Path, ckpt: Path, device: str) -> None:
     state = load_checkpoint(ckpt)
     model = load_model(state, str(ckpt), torch.device(device))
     case = next(iterate_volumes(store, labelled_case_ids(store)[:1], workers=0))
-    config = InferenceConfig(window=tuple(state["config"]["patch_size"]), downsample=state["config"]["downsample"])
+    trained = config_from_dict(state["config"])
+    config = InferenceConfig(window=trained.patch_size, downsample=trained.downsample)
     full = predict_probabilities(model, case.image, dataclasses.replace(config, amp=False), device)
     mixed = predict_probabilities(model, case.image, config, device)
     dice = region_dice(decode_regions(full).cpu().numpy(), decode_regions(mixed).cpu().numpy())
@@ -151,7 +163,7 @@ def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float)
     start = time.perf_counter()
     loop.run_training(probe, progress=False)
     per_patch = (time.perf_counter() - start) / 64
-    per_epoch = max(base.batch_size * base.accum_steps, int(minutes * 60 / per_patch / 10))
+    per_epoch = max(base.stream.batch_size * base.accum_steps, int(minutes * 60 / per_patch / 10))
     split = work / "split.json"
     split.write_text(pd.Series({"train": train, "val": test[:2]}).to_json())
     config = dataclasses.replace(base, out=str(out), epochs=10, patches_per_epoch=per_epoch, split_file=str(split),

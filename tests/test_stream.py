@@ -209,3 +209,16 @@ def test_the_torchio_queue_contract_the_stream_relies_on():
                       shuffle_subjects=False, shuffle_patches=False, start_background=False)
     assert [int(queue[0]["number"]) for _ in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert dataset.asked == [0, 1, 2, 3, 4]
+
+
+def test_a_queue_fill_takes_each_case_at_most_once(tiny_store):
+    """As TorchIO's queue does: with fewer cases than a full queue needs, each fill holds every
+    case's patches once (a partial fill), never a case twice."""
+    from collections import Counter
+
+    ids = labelled_case_ids(tiny_store)
+    config = StreamConfig(patch_size=(16, 16, 16), samples_per_volume=2, queue_length=64, batch_size=2, workers=0)
+    batches = collect(tiny_store, config, batches=2 * len(ids))  # two fills of 2 x cases patches
+    per_fill = len(ids)  # batches of 2 per fill
+    for fill in (batches[:per_fill], batches[per_fill:]):
+        assert Counter(c for b in fill for c in b.case_ids) == dict.fromkeys(ids, 2)

@@ -141,7 +141,10 @@ class StoreQueue:
     def __init__(self, subjects_dataset: tio.SubjectsDataset, max_length: int, samples_per_volume: int,
                  sampler: TumourSampler, num_workers: int = 0, seed: int = 0, rank: int = 0,
                  world_size: int = 1, loader: str = "threads", reuse_memory: bool = True) -> None:
-        self.max_length, self.samples_per_volume = max_length, samples_per_volume
+        self.samples_per_volume = samples_per_volume
+        # As in TorchIO's own queue, one fill takes each subject of the data set at most once: a
+        # data set smaller than a full queue fills it only partly.
+        self.max_length = min(max_length, len(subjects_dataset) * samples_per_volume)
         self.sampler = sampler
         self.seed = seed
         self.order = SubjectOrder(len(subjects_dataset), seed, rank, world_size)
