@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -120,7 +121,10 @@ def test_train_refuses_to_overwrite_another_run(tiny_store, tmp_path):
     before = (tmp_path / "run" / "last.pt").read_bytes()
     one_line_error(console("train", *tiny, cwd=tmp_path), "holds another run")
     assert (tmp_path / "run" / "last.pt").read_bytes() == before  # untouched
-    assert console("train", *tiny, "--overwrite", cwd=tmp_path).returncode == 0
+    overwritten = console("train", *tiny, "--overwrite", "--step-times", cwd=tmp_path)
+    assert overwritten.returncode == 0
+    assert re.search(r"per micro-batch data \d+ ms, augment \d+ ms, forward \d+ ms, backward \d+ ms, optimizer \d+ ms",
+                     overwritten.stderr), overwritten.stderr[-2000:]
     # the run's own train_config.json is a config file; the scores say what produced them
     again = console("train", "--config", "run/train_config.json", "--out", "run2", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -77,9 +77,13 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a run from its checkpoint (last.pt), with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --out (its checkpoints and log).")
+@click.option("--step-times", is_flag=True,
+              help="Log where each micro-batch's time goes (data, augment, forward, backward, optimizer); "
+                   "synchronises the device at each phase, so slightly slower.")
 @progress_option
 @reports_errors
-def train(config_file: str | None, resume: str | None, overwrite: bool, progress: bool, **options: Any) -> None:
+def train(config_file: str | None, resume: str | None, overwrite: bool, step_times: bool, progress: bool,
+          **options: Any) -> None:
     """Train the 3D Res-UNet on the labelled cases of the store.
 
     Defaults are the reference design: 96^3 patches (half centred on tumour), encoder
@@ -98,7 +102,7 @@ def train(config_file: str | None, resume: str | None, overwrite: bool, progress
     base = resume_base(resume) if resume else None
     config = load_config(config_file, options, base)
     try:
-        result = run_training(config, resume=resume, progress=progress, overwrite=overwrite)
+        result = run_training(config, resume=resume, progress=progress, overwrite=overwrite, step_times=step_times)
     except KeyboardInterrupt:
         last = Path(config.out).absolute() / "last.pt"
         if last.exists():

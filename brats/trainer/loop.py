@@ -39,7 +39,7 @@ from .model import ResUNet
 from .postprocess import choose_postprocessing
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
-from .step_timing import StepTimes
+from .step_timing import PHASES, StepTimes
 from .stream import PatchBatch, PatchStream
 from .train_log import plot_curves, write_log
 
@@ -396,5 +396,7 @@ def _summary(row: dict[str, Any], epochs: int) -> str:
             if "dice_mean" in row else "no validation")
     gpu = (f", peak GPU {row['peak_gpu_mib']:.0f} MiB allocated, {row['peak_gpu_reserved_mib']:.0f} MiB reserved"
            if row.get("peak_gpu_mib") is not None else "")
+    phases = ("; per micro-batch " + ", ".join(f"{p} {1000 * row[f'step_s_{p}']:.0f} ms" for p in PHASES)
+              if "step_s_data" in row else "")
     return (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, {dice}, lr {row['lr']:.2e}, "
-            f"{row['patches_per_s']:.1f} patches/s, data wait {100 * row['data_wait']:.1f}%{gpu}")
+            f"{row['patches_per_s']:.1f} patches/s, data wait {100 * row['data_wait']:.1f}%{gpu}{phases}")
