@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, machine, raw_dataset  # noqa: E402
+from _common import BIN, best_of, machine, raw_dataset, timed_command  # noqa: E402
 from zlib_ng import zlib_ng  # noqa: E402
 
 from brats.pipeline.config import IngestConfig  # noqa: E402
@@ -112,7 +112,6 @@ STAGES = {  # function name in brats.pipeline / brats.store -> what it does
 def cli(raw: Path, tmp: Path) -> None:
     import cProfile
     import pstats
-    import subprocess
 
     cases = [c for c in discover_cases(raw) if c.problem is None]
     folders = {}
@@ -122,13 +121,8 @@ def cli(raw: Path, tmp: Path) -> None:
             (folder / case.case_id).mkdir(parents=True)
             for path in case.files.values():
                 (folder / case.case_id / path.name).symlink_to(path)
-    brats = Path(sys.executable).parent / "brats"
-    walls = {}
-    for n, folder in folders.items():
-        start = time.perf_counter()
-        subprocess.run([str(brats), "ingest", str(folder), "--out", str(tmp / f"cli-store-{n}"), "--workers", "1",
-                        "--no-progress"], check=True, capture_output=True)
-        walls[n] = time.perf_counter() - start
+    walls = {n: timed_command([str(BIN / "brats"), "ingest", str(folder), "--out", str(tmp / f"cli-store-{n}"),
+                               "--workers", "1", "--no-progress"])[0] for n, folder in folders.items()}
     extra = (walls[len(cases)] - walls[2]) / (len(cases) - 2)
     floor = sum(best_of(lambda c=c: inflate_all(list(c.files.values()), zlib), 1) for c in cases) / len(cases)
     floor_ng = sum(best_of(lambda c=c: inflate_all(list(c.files.values()), zlib_ng), 1) for c in cases) / len(cases)

@@ -29,66 +29,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, raw_dataset  # noqa: E402
+from _common import BIN, folder_bytes, json_child, labelled_cases, machine, raw_dataset, timed_command  # noqa: E402
 
 PATCH, BATCH = 96, 4
 DATASET_ID, DATASET = 501, "Dataset501_BraTSPeers"
-BIN = Path(sys.executable).parent
-
-
-class TreeMemory:
-    """Peak resident memory summed over a process and its descendants, sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.process, self.peak, self._stop = psutil.Process(pid), 0, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            self._stop.wait(0.05)
-
-    def stop_mib(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak / 2**20
-
-
-def timed_command(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(seconds, peak MiB of the process tree) of one command, which must succeed."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    memory = TreeMemory(proc.pid)
-    output, _ = proc.communicate()
-    seconds, peak = time.perf_counter() - start, memory.stop_mib()
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{output[-3000:]}")
-    return seconds, peak
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def labelled_cases(raw: Path):
-    from brats.pipeline.discovery import discover_cases
-
-    return [c for c in discover_cases(raw) if c.problem is None and c.labelled]
 
 
 def nnunet_raw(cases, root: Path) -> Path:
@@ -257,15 +207,8 @@ def measure(kind: str, root: Path, workers: int, batches: int) -> dict:
 
 
 def run_child(kind: str, root: Path, workers: int, batches: int, raw: Path) -> dict:
-    command = [sys.executable, __file__, "--child", kind, str(root), str(workers), str(batches)]
-    proc = subprocess.Popen(command, env={**os.environ, "PEERS_RAW": str(raw), "OMP_NUM_THREADS": str(workers)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = TreeMemory(proc.pid)
-    out, err = proc.communicate()
-    peak = memory.stop_mib()
-    if proc.returncode:
-        raise SystemExit(f"{kind} failed:\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mib": peak}
+    return json_child([sys.executable, __file__, "--child", kind, str(root), str(workers), str(batches)],
+                      env={**os.environ, "PEERS_RAW": str(raw), "OMP_NUM_THREADS": str(workers)})
 
 
 def brats_time_split(root: Path, per_volume: int = 8) -> dict[str, float]:

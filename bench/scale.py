@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REALDATA, machine  # noqa: E402
-from peers import BIN, TreeMemory, folder_bytes, labelled_cases, timed_command  # noqa: E402
+from _common import BIN, REALDATA, folder_bytes, json_child, labelled_cases, machine, timed_command  # noqa: E402
 
 
 def link_cases(sources, raw: Path, first: int, last: int) -> None:
@@ -67,13 +66,7 @@ def stream_child(store: str, limit: int) -> None:
 
 
 def stream_run(store: Path, limit: int) -> dict:
-    proc = subprocess.Popen([sys.executable, __file__, "--stream-child", str(store), str(limit)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = TreeMemory(proc.pid)
-    out, err = proc.communicate()
-    if proc.returncode:
-        raise SystemExit(f"stream child failed:\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mib": memory.stop_mib()}
+    return json_child([sys.executable, __file__, "--stream-child", str(store), str(limit)])
 
 
 def store_costs(store: Path) -> dict:

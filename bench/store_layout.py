@@ -22,7 +22,7 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, raw_dataset  # noqa: E402
+from _common import folder_bytes, machine, raw_dataset  # noqa: E402
 
 from brats.pipeline.discovery import discover_cases  # noqa: E402
 from brats.pipeline.preprocess import preprocess_case  # noqa: E402
@@ -60,7 +60,7 @@ def measure(tmp: Path, image: np.ndarray, label: np.ndarray, chunks, codec, skip
                                      compressors=codec, fill_value=0, config=config)
             arr[...] = data
         writes.append(time.perf_counter() - start)
-    size = sum(f.stat().st_size for f in (tmp / "case").rglob("*") if f.is_file())
+    size = folder_bytes(tmp / "case")
     group = zarr.open_group(str(tmp / "case"), mode="r")
     img, lab = group["image"], group["label"]
     full = []

@@ -6,6 +6,7 @@ Shared by `brats score` and `brats predict`, so both predict a case the same way
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ class Member:
     def postprocessing(self) -> Postprocessing:
         return Postprocessing.from_dict(self.state.get("postprocess"))
 
-    @property
+    @cached_property
     def config(self) -> TrainConfig:
         """The settings it was trained with (flat brats <= 0.3 ones converted)."""
         return config_from_dict(self.state["config"], where=self.path)

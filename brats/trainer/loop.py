@@ -130,8 +130,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split, step_times: bool = False) -> None:
         self.config, self.runtime, self.split = config, runtime, split
-        self.step_times = step_times
-        self.timer = StepTimes(runtime.device, False)
+        self.timer = StepTimes(runtime.device, step_times)
         self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
         torch.manual_seed(derive_seed(INIT, config.seed))
@@ -204,7 +203,7 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(device)
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         losses, waited, start = [], 0.0, time.perf_counter()
-        self.timer = StepTimes(device, self.step_times)
+        self.timer.reset()
         batches = stream.batches(self.epoch, micro)
         bar = tqdm(total=micro, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and self.runtime.main))

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..files import keep_freed_memory
 from ..readahead import prefetched
+from .config import LOADERS
 from .sampler import TumourSampler
 from .seeds import ORDER, PATCHES, SHUFFLE, derive_seed
 
@@ -85,8 +86,8 @@ class SubjectReader:
     or by persistent worker processes started with forkserver/spawn, never fork."""
 
     def __init__(self, dataset: tio.SubjectsDataset, workers: int, loader: str, reuse_memory: bool = True) -> None:
-        if loader not in ("threads", "processes"):
-            raise ValueError(f"loader must be 'threads' or 'processes', not {loader!r}")
+        if loader not in LOADERS:
+            raise ValueError(f"loader must be one of {', '.join(LOADERS)}, not {loader!r}")
         self.dataset, self.workers = dataset, workers
         self._pool = ThreadPoolExecutor(workers, "brats-subjects") if loader == "threads" and workers else None
         self._indices = _Indices()

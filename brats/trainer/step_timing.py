@@ -17,6 +17,10 @@ class StepTimes:
 
     def __init__(self, device: torch.device, enabled: bool) -> None:
         self.device, self.enabled = device, enabled
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new epoch's sums."""
         self.totals = dict.fromkeys(PHASES, 0.0)
         self.steps, self._last = 0, 0.0
 
