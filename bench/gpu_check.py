@@ -12,8 +12,9 @@ Prints one markdown table row per check (for docs/benchmarks.md, with the device
     and the Dice between the two label maps;
  5. a checkpoint written on the CPU resumed on the GPU;
  6. two identical one-epoch runs: do the weights match (exact resume on GPU)?
- 7. the reference recipe on the real cases for `--minutes`, scored on the held-out cases of
-    bench/real.py: Dice, patches/s, data wait, peak memory.
+ 7. the reference recipe (default augmentation) on the real cases for `--minutes`, trained on the
+    largest site and scored on the others (bench/real.py's `sites` fold): Dice per institution
+    group, patches/s, data wait, peak memory.
 With `--device cpu` every check runs at toy size (to test this script without a GPU).
 """
 
@@ -33,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REALDATA, machine  # noqa: E402
-from real import held_out  # noqa: E402
+from real import held_out, institution  # noqa: E402
 
 from brats.inference import InferenceConfig, predict_probabilities  # noqa: E402
 from brats.labels import REGIONS  # noqa: E402
@@ -155,8 +156,10 @@ def repeatability(store: Path, work: Path, tiny: TrainConfig) -> None:
 
 
 def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float) -> Path:
+    """The reference recipe with the default augmentation, trained on the largest site's cases and
+    scored on every other site's (bench/real.py's `sites` fold): Dice per institution group."""
     ids = labelled_case_ids(store)
-    test = held_out(ids, 6)
+    test = held_out(ids, "sites")
     train = [c for c in ids if c not in test]
     out = work / "reference"
     probe = dataclasses.replace(base, out=str(out / "probe"), epochs=1, val_fraction=0.0, patches_per_epoch=64)
@@ -165,7 +168,7 @@ def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float)
     per_patch = (time.perf_counter() - start) / 64
     per_epoch = max(base.stream.batch_size * base.accum_steps, int(minutes * 60 / per_patch / 10))
     split = work / "split.json"
-    split.write_text(pd.Series({"train": train, "val": test[:2]}).to_json())
+    split.write_text(pd.Series({"train": train[2:], "val": train[:2]}).to_json())
     config = dataclasses.replace(base, out=str(out), epochs=10, patches_per_epoch=per_epoch, split_file=str(split),
                                  val_every=5)
     loop.run_training(config, progress=False)
@@ -174,10 +177,14 @@ def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float)
     table = run_scoring(ScoreConfig(ckpt=(str(out / "best.pt"),), store=str(store), cases=str(work / "test.txt"),
                                     out=str(out / "heldout.csv"), device=base.device), progress=False).table
     mean = table[table.case_id == "Mean"].iloc[0]
+    cases = table[table.case_id.isin(test)]
+    groups = "; ".join(f"{institution(row.case_id)} {row.dice_wt:.3f}/{row.dice_tc:.3f}/{row.dice_et:.3f}"
+                       for row in cases.itertuples())
     memory = ("CPU" if log.peak_gpu_mib.isna().all() else f"peak {log.peak_gpu_mib.max() / 1024:.2f} GiB allocated / "
               f"{log.peak_gpu_reserved_mib.max() / 1024:.2f} GiB reserved")
-    report(f"7. reference recipe, {log.seconds.sum() / 60:.1f} min, {len(test)} held-out real cases",
-           f"Dice WT {mean.dice_wt:.3f} TC {mean.dice_tc:.3f} ET {mean.dice_et:.3f}; "
+    report(f"7. reference recipe, {log.seconds.sum() / 60:.1f} min, {len(test)} real cases of other sites",
+           f"Dice WT {mean.dice_wt:.3f} TC {mean.dice_tc:.3f} ET {mean.dice_et:.3f} (lesion-wise "
+           f"{mean.lw_dice_wt:.3f}/{mean.lw_dice_tc:.3f}/{mean.lw_dice_et:.3f}); per site WT/TC/ET: {groups}; "
            f"{log.patches_per_s.mean():.1f} patches/s, data wait {100 * log.data_wait.mean():.1f}%, {memory}")
     return out / "best.pt"
 

@@ -149,14 +149,12 @@ def lesionwise_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: S
     return out
 
 
-def lesion_dice_by_min_size(prediction: np.ndarray, reference: np.ndarray, min_sizes: Sequence[int],
-                            rules: LesionRules = CHALLENGES["GLI"]) -> list[float]:
-    """The lesion-wise Dice of one region once predicted components smaller than each of `min_sizes`
-    are removed, from one labelling: removing whole components changes no other component, so each
-    lesion's Dice follows from the sizes of its touching components and their overlaps with it."""
+def lesion_dice(prediction: np.ndarray, reference: np.ndarray, rules: LesionRules = CHALLENGES["GLI"]) -> float:
+    """The lesion-wise Dice of one region (`lesion_scores(...).dice`) without the HD95, from one
+    labelling and the overlap counts: what choosing a postprocessing asks for many times."""
     parts = _components(prediction, reference, rules)
     if parts is None:
-        return [1.0] * len(min_sizes)
+        return 1.0
     ref, pred_cc, n_pred, lesion_cc = parts
     n_lesions = int(lesion_cc.max())
     sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
@@ -171,18 +169,13 @@ def lesion_dice_by_min_size(prediction: np.ndarray, reference: np.ndarray, min_s
     for code in pairs.tolist():
         by_lesion[code // int(stride)].append(code % int(stride))
     counted = [k for k in by_lesion if lesion_sizes[k] > rules.min_lesion_voxels]
-    out = []
-    for min_size in min_sizes:
-        kept = sizes >= min_size
-        kept[0] = False
-        matched = {c for comps in by_lesion.values() for c in comps if kept[c]}
-        fp = int(kept.sum()) - len(matched)
-        total = 0.0
-        for k in counted:
-            comps = [c for c in by_lesion[k] if kept[c]]
-            if comps:
-                shared = sum(overlap.get(k * int(stride) + c, 0) for c in comps)
-                total += 2.0 * shared / (sum(int(sizes[c]) for c in comps) + int(lesion_sizes[k]))
-        count = len(counted) + fp
-        out.append(total / count if count else 1.0)
-    return out
+    matched = {c for comps in by_lesion.values() for c in comps}
+    fp = n_pred - len(matched)
+    total = 0.0
+    for k in counted:
+        comps = by_lesion[k]
+        if comps:
+            shared = sum(overlap.get(k * int(stride) + c, 0) for c in comps)
+            total += 2.0 * shared / (sum(int(sizes[c]) for c in comps) + int(lesion_sizes[k]))
+    count = len(counted) + fp
+    return total / count if count else 1.0

@@ -68,20 +68,51 @@ def suppress_small_et(labels: np.ndarray, min_voxels: int) -> np.ndarray:
 # What a removed component of each region becomes: WT -> background, TC -> edema, ET -> necrosis,
 # so the regions stay nested.
 REMOVED_BECOMES = {"wt": 0, "tc": EDEMA, "et": NECROSIS}
+# The region each region's components sit in (nested decoding: ET inside TC inside WT).
+PARENT = {"wt": None, "tc": "wt", "et": "tc"}
+
+
+def protected_components(components: np.ndarray, sizes: np.ndarray, parent: np.ndarray | None) -> np.ndarray:
+    """Boolean per component label (index 0 the background, never protected): the largest component
+    within each component of the parent region (`parent`: that region's component labels; None for
+    WT, whose parent is the whole volume). These are the tumour itself and the core of each kept
+    tumour: no size rule may remove them."""
+    protected = np.zeros(len(sizes), bool)
+    if len(sizes) <= 1:
+        return protected
+    if parent is None:
+        protected[1 + int(np.argmax(sizes[1:]))] = True
+        return protected
+    inside = components > 0
+    owner = np.zeros(len(sizes), np.int64)
+    owner[components[inside]] = parent[inside]  # a nested component lies in exactly one parent component
+    order = 1 + np.argsort(-sizes[1:], kind="stable")  # largest first, ties to the lower label
+    _, first = np.unique(owner[order], return_index=True)
+    protected[order[first]] = True
+    return protected
 
 
 def remove_small_components(labels: np.ndarray, region: str, min_voxels: int) -> np.ndarray:
-    """Remove the 26-connected components of `region` smaller than `min_voxels` (see REMOVED_BECOMES).
+    """Remove the 26-connected components of `region` smaller than `min_voxels` (see REMOVED_BECOMES),
+    except the largest one inside each component of its parent region (`protected_components`).
 
     Stray blobs far from the tumour each count as a false-positive lesion under the BraTS 2023
-    lesion-wise rules (Dice 0, HD95 374), however small.
+    lesion-wise rules (Dice 0, HD95 374), however small; but the tumour, and a small core or
+    enhancing part inside a tumour, are never removed, whatever the size.
     """
     if min_voxels <= 1:
         return labels
     mask = np.isin(labels, REGIONS[region])
     components = cc3d.connected_components(mask, connectivity=26)
-    small = np.bincount(components.ravel()) < min_voxels
+    sizes = np.bincount(components.ravel())
+    small = sizes < min_voxels
     small[0] = False
+    if not small.any():
+        return labels
+    parent_region = PARENT[region]
+    parent = (None if parent_region is None
+              else cc3d.connected_components(np.isin(labels, REGIONS[parent_region]), connectivity=26))
+    small &= ~protected_components(components, sizes, parent)
     drop = small[components]
     if not drop.any():
         return labels
@@ -93,8 +124,13 @@ def remove_small_components(labels: np.ndarray, region: str, min_voxels: int) ->
 @dataclass(frozen=True)
 class Postprocessing:
     """What happens to decoded labels, in order: components smaller than `min_component_voxels`
-    removed per region (WT, then TC, then ET), then all ET relabelled necrosis when there is less
-    than `et_min_voxels` of it. Chosen on the validation cases and kept in the checkpoint."""
+    removed per region (WT, then TC, then ET), never the largest one inside each component of the
+    region around it (`remove_small_components`), then all ET relabelled necrosis when there is
+    less than `et_min_voxels` of it. Kept in the checkpoint (`trainer.postprocess` chooses it).
+
+    Checkpoints of brats <= 0.3 load with their sizes, now applied under that protection: their
+    largest-candidate choices (2000 voxels) still clean stray blobs but no longer erase a case's
+    only tumour core or enhancing region."""
 
     min_component_voxels: tuple[int, int, int] = (0, 0, 0)  # WT, TC, ET
     et_min_voxels: int = 0

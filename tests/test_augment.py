@@ -6,11 +6,26 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 import torch
 
-from brats.trainer.augment import AugmentConfig, BatchAugmenter, rotation_matrices, warp
+from brats.errors import ConfigError
+from brats.trainer.augment import (
+    AugmentConfig,
+    BatchAugmenter,
+    bias_field,
+    gaussian_blur,
+    low_resolution,
+    rotation_matrices,
+    warp,
+)
+from brats.trainer.config import config_from_dict
 
-OFF = AugmentConfig(flip_prob=0, scale_prob=0, shift_prob=0, gamma_prob=0, noise_prob=0, affine_prob=0)
+OFF = AugmentConfig(flip_prob=0, scale_prob=0, shift_prob=0, gamma_prob=0, noise_prob=0, affine_prob=0,
+                    contrast_prob=0, bias_prob=0, blur_prob=0, lowres_prob=0)
+EVERY_TRANSFORM = AugmentConfig(flip_prob=0.5, affine_prob=1, scale_prob=1, contrast_prob=1, shift_prob=1,
+                                gamma_prob=1, gamma_invert_prob=0.5, bias_prob=1, blur_prob=1, lowres_prob=1,
+                                noise_prob=1)
 
 
 def batch(seed=0):
@@ -27,7 +42,7 @@ def test_all_off_is_identity():
 
 
 def test_same_seed_same_result_and_state_resumes():
-    config = dataclasses.replace(AugmentConfig(), affine_prob=0.5, noise_prob=0.5)
+    config = EVERY_TRANSFORM
     a, b = BatchAugmenter(config, seed=3), BatchAugmenter(config, seed=3)
     for _ in range(3):
         x, y = batch()
@@ -59,7 +74,7 @@ def test_affine_moves_image_and_label_together():
 
 
 def test_intensity_changes_stay_in_bounds():
-    config = dataclasses.replace(OFF, scale_prob=1, shift_prob=1, gamma_prob=1)
+    config = dataclasses.replace(OFF, scale_prob=1, scale_range=(0.9, 1.1), shift_prob=1, gamma_prob=1)
     image, label = batch()
     out, _ = BatchAugmenter(config, seed=2)(image.clone(), label.clone())
     assert not torch.equal(out, image)
@@ -89,3 +104,112 @@ def test_warp_by_a_zoom_samples_the_known_voxels():
     # output voxel i samples input coordinate i/2 + 3.75 (align_corners=False), never a tie
     src = np.rint(np.arange(16) / 2 + 3.75).astype(int)
     assert torch.equal(lab[0], label[0][np.ix_(src, src, src)])
+
+
+def brain_batch(seed=0, batch=2, size=20):
+    """Images with a zero background around a ball of brain, labels inside it."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.arange(size) - (size - 1) / 2
+    ball = (axis.view(-1, 1, 1) ** 2 + axis.view(1, -1, 1) ** 2 + axis.view(1, 1, -1) ** 2) < (0.4 * size) ** 2
+    image = torch.randn((batch, 4, size, size, size), generator=g) * ball
+    label = torch.randint(0, 4, (batch, size, size, size), generator=g, dtype=torch.uint8) * ball
+    return image, label, ball
+
+
+def test_every_transform_leaves_the_background_at_zero_and_labels_to_the_spatial_ones():
+    image, label, ball = brain_batch()
+    intensity_only = dataclasses.replace(EVERY_TRANSFORM, flip_prob=0, affine_prob=0)
+    out, lab = BatchAugmenter(intensity_only, seed=5)(image.clone(), label.clone())
+    assert torch.equal(lab, label)  # intensity transforms never touch labels
+    assert bool((out[:, :, ~ball] == 0).all()) and bool((out[:, :, ball] != image[:, :, ball]).any())
+    out, lab = BatchAugmenter(EVERY_TRANSFORM, seed=5)(image.clone(), label.clone())
+    brain = (out != 0).any(1)
+    assert bool((lab[~brain] == 0).all())  # outside the warped brain only background
+    legacy = dataclasses.replace(OFF, shift_prob=1, keep_background=False)  # brats <= 0.3: the shift moved it
+    assert bool((BatchAugmenter(legacy, seed=5)(image.clone(), label.clone())[0][:, :, ~ball] != 0).any())
+
+
+def test_bias_field_is_the_specified_multiplicative_field():
+    image = torch.randn((1, 2, 9, 9, 9))
+    k = torch.tensor([[2.0, 3.0]])
+    flat = torch.full((1, 2, 3, 3, 3), 0.2)  # the same log at every node: b = e^0.2 everywhere
+    offsets = k.view(1, 2, 1, 1, 1)
+    torch.testing.assert_close(bias_field(image, flat, k), math.exp(0.2) * (image + offsets) - offsets)
+    ramp = torch.zeros((1, 2, 2, 2, 2))
+    ramp[:, :, 1] = 0.3  # log b from 0 at x = 0 to 0.3 at x = 8, linear between: a smooth field
+    field = (bias_field(torch.zeros((1, 2, 9, 9, 9)), ramp, k) + k.view(1, 2, 1, 1, 1)) / k.view(1, 2, 1, 1, 1)
+    expected = torch.exp(0.3 * torch.arange(9) / 8).view(9, 1, 1).expand(9, 9, 9)
+    torch.testing.assert_close(field[0, 0], expected)
+    torch.testing.assert_close(field[0, 1], expected)
+
+
+def test_blur_is_a_normalised_gaussian_of_the_given_sigma():
+    delta = torch.zeros((15, 15, 15))
+    delta[7, 7, 7] = 1.0
+    out = gaussian_blur(delta, 1.0)
+    assert float(out.sum()) == pytest.approx(1.0, abs=1e-5)
+    x = torch.arange(-3, 4, dtype=torch.float32)
+    g = torch.exp(-x**2 / 2)
+    g /= g.sum()
+    torch.testing.assert_close(out[4:11, 7, 7], g * g[3] * g[3])  # separable: the 1-D kernel times its peak twice
+    assert torch.equal(gaussian_blur(delta, 0.0), delta)
+
+
+def test_low_resolution_loses_detail_but_keeps_the_shape_and_smooth_content():
+    checker = (torch.arange(16).view(-1, 1, 1) + torch.arange(16).view(1, -1, 1) + torch.arange(16).view(1, 1, -1)) % 2
+    out = low_resolution(checker.float(), 0.5)
+    assert out.shape == checker.shape and float((out - checker).abs().mean()) > 0.4  # 1-voxel detail is gone
+    smooth = torch.linspace(0, 1, 16).view(-1, 1, 1).expand(16, 16, 16).contiguous()
+    assert float((low_resolution(smooth, 0.5) - smooth).abs().max()) < 0.1
+    assert torch.equal(low_resolution(smooth, 1.0), smooth)
+
+
+def test_contrast_and_gamma_keep_the_brain_range():
+    image, label, ball = brain_batch(seed=1, batch=1)
+    config = dataclasses.replace(OFF, contrast_prob=1, gamma_prob=1, gamma_invert_prob=0.5)
+    out, _ = BatchAugmenter(config, seed=0)(image.clone(), label.clone())
+    inside, before = out[0][:, ball], image[0][:, ball]
+    assert bool((inside.amin(1) >= before.amin(1) - 1e-5).all() and (inside.amax(1) <= before.amax(1) + 1e-5).all())
+    assert not torch.allclose(inside, before)
+
+
+def _analytic_nearest_warp(label: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label an affine map gives, voxel by voxel: each output voxel centre (normalised, grid
+    order x = last axis) mapped by `theta` into the input and rounded to the nearest voxel (outside:
+    0); and where that rounding is a near-tie (excluded from the comparison)."""
+    sizes = label.shape
+    axes = [(2 * torch.arange(n, dtype=torch.float64) + 1) / n - 1 for n in sizes]
+    d, h, w = torch.meshgrid(*axes, indexing="ij")
+    points = torch.stack([w, h, d, torch.ones_like(w)], -1)  # affine_grid's (x, y, z) = (W, H, D)
+    mapped = points @ theta.double().T  # (..., 3): input (x, y, z) normalised
+    index = [((mapped[..., 2 - a] + 1) * sizes[a] - 1) / 2 for a in range(3)]  # back to (D, H, W) voxels
+    rounded = [torch.round(i).long() for i in index]
+    tie = torch.stack([((i - i.floor()) - 0.5).abs() < 1e-3 for i in index]).any(0)
+    inside = torch.stack([(r >= 0) & (r < n) for r, n in zip(rounded, sizes)]).all(0)
+    out = torch.zeros(sizes, dtype=label.dtype)
+    out[inside] = label[tuple(r[inside] for r in rounded)]
+    return out, tie
+
+
+def test_a_rotated_and_zoomed_label_is_the_analytic_warp():
+    g = torch.Generator().manual_seed(3)
+    label = torch.randint(0, 4, (1, 14, 12, 10), generator=g, dtype=torch.uint8)
+    theta = _theta((0.3, -0.2, 0.5), zoom=1.15)
+    _, lab = warp(label[:, None].float(), label, theta)
+    expected, tie = _analytic_nearest_warp(label[0], theta[0])
+    assert tie.float().mean() < 0.05
+    assert torch.equal(lab[0][~tie], expected[~tie])
+
+
+def test_augment_settings_are_validated_and_old_runs_keep_their_augmentation():
+    with pytest.raises(ConfigError, match="bias-prob"):
+        AugmentConfig(bias_prob=2.0)
+    with pytest.raises(ConfigError, match="gamma-range"):
+        AugmentConfig(gamma_range=(1.5, 0.7))
+    old = {"flip_prob": 0.5, "scale_prob": 0.5, "scale_range": [0.9, 1.1], "shift_prob": 0.5, "shift_range": [-0.1, 0.1],
+           "gamma_prob": 0.3, "gamma_range": [0.7, 1.5], "noise_prob": 0.15, "noise_std": [0.0, 0.1],
+           "affine_prob": 0.0, "rotation_degrees": 15.0, "zoom_range": [0.9, 1.1]}  # a brats 0.3 checkpoint's
+    restored = config_from_dict({"augment": old}).augment
+    assert (restored.bias_prob, restored.blur_prob, restored.lowres_prob, restored.contrast_prob) == (0, 0, 0, 0)
+    assert not restored.keep_background and restored.affine_prob == 0 and restored.noise_prob == 0.15
+    assert config_from_dict({"augment": {"flip_prob": 0.0}}).augment.bias_prob == AugmentConfig().bias_prob

@@ -3,6 +3,7 @@ independent computation on real segmentations."""
 
 from __future__ import annotations
 
+import cc3d
 import nibabel as nib
 import numpy as np
 import pytest
@@ -146,17 +147,21 @@ def test_agrees_with_an_independent_computation_on_real_segmentations(realdata):
     assert counts.min() > 0  # matched, missed and false-positive lesions were all compared
 
 
-def test_the_dice_of_every_minimum_size_equals_removing_the_components():
-    from brats.lesionwise import lesion_dice_by_min_size
-    from brats.regions import remove_small_components
+def test_the_fast_lesion_dice_equals_the_full_scores():
+    from brats.lesionwise import lesion_dice
 
     rng = np.random.default_rng(7)
-    sizes = (0, 3, 10, 30, 100, 300)
+    seen = set()
     for _ in range(6):
         reference = ndimage.gaussian_filter(rng.random((48, 48, 48)), 2.5) > 0.535  # several lesions
         noise = ndimage.gaussian_filter(rng.random((48, 48, 48)), 1.0) > 0.64  # blobs of many sizes
         prediction = np.roll(reference, (1, 2, 0), (0, 1, 2)) | noise
-        fast = lesion_dice_by_min_size(prediction, reference, sizes, GLI)
-        removed = [remove_small_components(prediction.astype(np.uint8) * 2, "wt", s) > 0 for s in sizes]
-        assert fast == pytest.approx([scores(p, reference).dice for p in removed], abs=1e-12)
-        assert len(set(np.round(fast, 6))) > 2  # the sizes make a difference
+        components = cc3d.connected_components(prediction, connectivity=26)
+        counts = np.bincount(components.ravel())
+        for size in (0, 3, 10, 30, 100, 300):  # matched, unmatched and uncounted lesions in turn
+            kept = prediction & (counts[components] >= size)
+            fast = lesion_dice(kept, reference, GLI)
+            assert fast == pytest.approx(scores(kept, reference).dice, abs=1e-12)
+            seen.add(round(fast, 6))
+    assert len(seen) > 6  # the cases differ
+    assert lesion_dice(np.zeros((4, 4, 4), bool), np.zeros((4, 4, 4), bool)) == 1.0

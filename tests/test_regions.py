@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from brats.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
@@ -14,9 +15,10 @@ from brats.regions import (
     remove_small_components,
     suppress_small_et,
 )
+from brats.trainer.config import PostprocessConfig
 from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss
 from brats.trainer.model import ModelConfig, ResUNet
-from brats.trainer.postprocess import choose_et_threshold, choose_postprocessing
+from brats.trainer.postprocess import choose_postprocessing
 from brats.trainer.split import fold_of, split_cases
 
 
@@ -73,19 +75,11 @@ def test_class_logits_of_old_checkpoints_give_region_probabilities():
     torch.testing.assert_close(regions[:, 2], p[:, 3])
 
 
-def test_small_et_is_relabelled_necrosis_and_the_threshold_is_chosen_on_validation_cases():
+def test_small_et_is_relabelled_necrosis():
     labels = np.zeros((10, 10, 10), np.uint8)
     labels[2:5, 2:5, 2:5] = 3  # 27 voxels of ET
     assert (suppress_small_et(labels, 28) == 3).sum() == 0 and (suppress_small_et(labels, 28) == 1).sum() == 27
     assert np.array_equal(suppress_small_et(labels, 27), labels) and np.array_equal(suppress_small_et(labels, 0), labels)
-    without_et = np.where(labels == 3, 1, labels)
-    big = np.zeros_like(labels)
-    big[1:9, 1:9, 1:9] = 3  # 512 voxels, correctly predicted
-    pairs = [(labels, without_et), (big, big)]  # a spurious small ET, and a true large one
-    choice = choose_et_threshold(pairs)
-    assert choice.threshold == 50 and choice.dice == 1.0  # the smallest candidate that removes 27 but keeps 512
-    assert choice.dice_by_threshold[0] == 0.5 and choice.dice_by_threshold[1000] == 0.5
-    assert choose_et_threshold([(big, big)]).threshold == 0  # no evidence, no postprocessing
 
 
 def test_an_ensemble_is_the_mean_of_its_members_probabilities():
@@ -144,24 +138,104 @@ def test_small_components_are_removed_keeping_the_regions_nested():
     out = remove_small_components(labels, "wt", 9)
     assert out[20:22, 20:22, 20:22].max() == 0 and out[25, 25, 25] == 0
     assert (out[:12, :12, :12] == labels[:12, :12, :12]).all()
+    out = remove_small_components(labels, "tc", 9)  # each WT component keeps its largest TC: nothing removed
+    assert np.array_equal(out, labels)
+    labels[9, 9, 2] = 1  # a 1-voxel TC beside the core inside the main tumour: not its largest TC
     out = remove_small_components(labels, "tc", 9)  # TC blobs become edema: still whole tumour
-    assert (out[20:22, 20:22, 20:22] == 2).all() and out[25, 25, 25] == 2 and out[6, 6, 6] == 3
+    assert out[9, 9, 2] == 2 and (out[20:22, 20:22, 20:22] == 3).all() and out[6, 6, 6] == 3
+    labels[9, 9, 2] = 2
+    labels[5, 5, 9] = 3  # a 1-voxel ET inside the core, apart from its 27-voxel ET
     out = remove_small_components(labels, "et", 28)  # ET blobs become necrosis: still tumour core
-    assert (out == 3).sum() == 0 and (out == 1).sum() == (labels == 1).sum() + 27 + 8
-    assert (remove_small_components(labels, "et", 27) == 3).sum() == 27  # "smaller than": 27 voxels stay
-    post = Postprocessing((9, 0, 0), et_min_voxels=100)  # components first, then the ET total (27 < 100)
+    assert out[5, 5, 9] == 1 and (out[5:8, 5:8, 5:8] == 3).all() and (out[20:22, 20:22, 20:22] == 3).all()
+    post = Postprocessing((9, 0, 0), et_min_voxels=100)  # components first, then the ET total (28 < 100)
     assert (post.apply(labels) == 3).sum() == 0 and post.apply(labels)[20:22, 20:22, 20:22].max() == 0
     assert Postprocessing.from_dict(post.to_dict()) == post and Postprocessing.from_dict(None) == Postprocessing()
     assert Postprocessing.from_dict({"et_min_voxels": 50}) == Postprocessing((0, 0, 0), 50)  # brats 0.2 checkpoints
 
 
-def test_component_sizes_are_chosen_by_lesion_wise_dice_on_validation_cases():
-    reference = np.zeros((40, 40, 40), np.uint8)
-    reference[5:15, 5:15, 5:15] = 2
-    reference[8:12, 8:12, 8:12] = 3
+def _tumour(shape=(48, 48, 48)) -> np.ndarray:
+    """A large whole tumour (edema, 16^3 = 4096 voxels) around a small core: 27 voxels of
+    necrosis with 8 of enhancing tumour."""
+    labels = np.zeros(shape, np.uint8)
+    labels[4:20, 4:20, 4:20] = 2
+    labels[10:13, 10:13, 10:13] = 1
+    labels[11:13, 11:13, 11:13] = 3
+    return labels
+
+
+def test_the_largest_component_of_each_region_survives_every_size():
+    labels = _tumour()
+    for size in (10, 100, 2000, 10**6):
+        out = Postprocessing((size, size, size)).apply(labels)
+        assert np.array_equal(out, labels), size  # the only (so largest) WT, TC and ET components stay
+    second = labels.copy()
+    second[30:40, 30:40, 30:40] = 2  # a second, separate tumour of 1000 voxels, with its own small core
+    second[34:36, 34:36, 34:36] = 1
+    out = Postprocessing((2000, 2000, 2000)).apply(second)
+    assert out[30:40, 30:40, 30:40].max() == 0  # smaller than 2000 and not the largest WT: removed, core with it
+    out = Postprocessing((500, 2000, 2000)).apply(second)
+    assert np.array_equal(out, second)  # kept as a tumour (>= 500), so its core is the largest TC inside it
+
+
+def test_a_far_blob_is_removed_and_a_small_core_inside_a_large_tumour_kept():
+    labels = _tumour()
+    noisy = labels.copy()
+    noisy[40:43, 40:43, 40:43] = 2  # a 27-voxel blob far from the tumour
+    out = Postprocessing((100, 100, 0)).apply(noisy)
+    assert np.array_equal(out, labels)
+
+
+def _pairs(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` validation cases whose predictions carry a 27-voxel false-positive blob far from
+    the tumour: every one gains from removing components under 50 voxels."""
+    reference = _tumour()
     noisy = reference.copy()
-    noisy[30:33, 30:33, 30:33] = 2  # a stray 27-voxel edema blob: one WT false positive
-    choice = choose_postprocessing([(noisy, reference), (reference, reference)])
-    assert choice.postprocessing.min_component_voxels[0] == 50  # the smallest candidate above 27
-    assert choice.lesion_dice["wt"] == 1.0 and choice.postprocessing.min_component_voxels[1:] == (0, 0)
-    assert choose_postprocessing([(reference, reference)]).postprocessing == Postprocessing()  # no evidence
+    noisy[40:43, 40:43, 40:43] = 2
+    return [(noisy, reference)] * count
+
+
+def test_sizes_are_chosen_only_with_enough_validation_cases():
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4)
+    few = choose_postprocessing(_pairs(3), config)
+    assert not few.searched and few.postprocessing == Postprocessing()  # 3 < 4: the configured rule
+    assert few.lesion_dice["wt"] == 0.5  # one lesion and one false positive, as configured
+    enough = choose_postprocessing(_pairs(4), config)
+    assert enough.searched and enough.postprocessing.min_component_voxels == (50, 0, 0)  # smallest above 27
+    assert choose_postprocessing(_pairs(4), PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4,
+                                                              search=False)).postprocessing == Postprocessing()
+    clean = [(reference, reference) for _, reference in _pairs(8)]
+    assert not choose_postprocessing(clean, config).postprocessing.min_component_voxels[0]  # no gain, no change
+
+
+def test_a_change_needs_a_margin_and_more_cases_helped_than_hurt():
+    reference = _tumour()
+    satellite = reference.copy()
+    satellite[40:43, 40:43, 40:43] = 2  # a real 27-voxel satellite lesion, predicted
+    pairs = _pairs(2) + [(satellite, satellite)] * 3  # 2 cases gain from removing it, 3 would lose
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.0)
+    assert choose_postprocessing(pairs, config).postprocessing == Postprocessing()
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.5)
+    assert choose_postprocessing(_pairs(5), config).postprocessing == Postprocessing()  # gain 1/12 < 0.5
+
+
+def test_the_reported_validation_score_is_out_of_fit():
+    """Each case is scored with the rule chosen on the other cases: one case alone showing a gain
+    cannot lift its own score."""
+    reference = _tumour()
+    satellite = reference.copy()
+    satellite[40:43, 40:43, 40:43] = 2
+    pairs = _pairs(1) + [(satellite, satellite)] * 4  # case 0 wants size 50; the other four lose by it
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.0)
+    choice = choose_postprocessing(pairs, config)
+    assert choice.postprocessing == Postprocessing()
+    assert choice.lesion_dice["wt"] == (0.5 + 4 * 1.0) / 5
+    helped = _pairs(5)  # all five gain: each one's own score is computed with the rule of the other four
+    choice = choose_postprocessing(helped, config)
+    assert choice.postprocessing.min_component_voxels[0] == 50 and choice.lesion_dice["wt"] == 1.0
+    assert all(np.array_equal(labels, reference) for labels in choice.labels)
+    fitted_only = _pairs(4) + [(satellite, satellite)]  # the satellite case is judged by the rule of the four
+    choice = choose_postprocessing(fitted_only, config)
+    assert choice.postprocessing.min_component_voxels[0] == 50  # chosen on all five (4 helped, 1 hurt)
+    lost = 2 * 4096 / (4096 + 4096 + 27)  # the satellite case's WT without its satellite, out of fit
+    assert choice.dice["wt"] == pytest.approx((4 * 1.0 + lost) / 5, abs=1e-12)
+    assert np.array_equal(choice.labels[4], reference)

@@ -21,7 +21,8 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
 @click.option("--overlap", type=float, default=InferenceConfig.overlap, show_default=True, help="Sliding-window overlap.")
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
-              help="Apply the checkpoint's postprocessing (small components removed, small ET relabelled).")
+              help="Apply the checkpoint's postprocessing (small stray components removed, never a region's "
+                   "largest inside each tumour; small ET relabelled if it does).")
 @click.option("--overwrite", is_flag=True, help="Predict again cases whose output is newer than their inputs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @progress_option

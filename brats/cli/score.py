@@ -24,8 +24,8 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--overlap", type=float, default=InferenceConfig.overlap, show_default=True, help="Sliding-window overlap.")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Average over the 8 axis mirrorings.")
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
-              help="Apply the checkpoint's postprocessing (chosen on its validation cases): remove predicted "
-                   "components below its sizes, relabel a small enhancing tumour as necrosis.")
+              help="Apply the checkpoint's postprocessing: remove predicted components below its sizes (never a "
+                   "region's largest inside each tumour), relabel a small enhancing tumour as necrosis if it does.")
 @click.option("--challenge", type=click.Choice(list(CHALLENGES), case_sensitive=False),
               default="GLI", show_default=True,
               help="Lesion-wise rules of this BraTS 2023 challenge: GLI, SSA, PED dilate the reference 3 times "

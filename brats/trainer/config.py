@@ -1,5 +1,5 @@
 """Every training setting in one torch-free module, each defined once: the training config with
-its sections (model, loss, stream, augment), TOML and JSON files, command-line options, and the
+its sections (model, loss, stream, augment, postprocess), TOML and JSON files, command-line options, and the
 conversion of the flat files and checkpoints of brats <= 0.3."""
 
 from __future__ import annotations
@@ -23,20 +23,83 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities are per sample (flips: per sample and axis; scale/shift/gamma: per channel)."""
+    """The augmentation of every training batch, on the training device (`augment.BatchAugmenter`).
+
+    Probabilities are per sample (flips: per sample and axis; the intensity transforms: per sample
+    and channel). Intensities change inside the brain only (voxels non-zero in some channel): the
+    zero background stays zero, as it is in every scan at test time. Defaults follow nnU-Net's
+    augmentation, plus a smooth bias field (the way scanners differ most).
+    """
 
     flip_prob: float = 0.5
-    scale_prob: float = 0.5
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    shift_prob: float = 0.5
+    affine_prob: float = 0.2  # rotation and zoom together
+    rotation_degrees: float = 15.0
+    zoom_range: tuple[float, float] = (0.85, 1.25)
+    scale_prob: float = 0.15  # brightness: intensity times a factor
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    contrast_prob: float = 0.15  # stretched about the brain mean, clipped to the channel's range
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    shift_prob: float = 0.15
     shift_range: tuple[float, float] = (-0.1, 0.1)
     gamma_prob: float = 0.3
     gamma_range: tuple[float, float] = (0.7, 1.5)
-    noise_prob: float = 0.15
+    gamma_invert_prob: float = 0.1  # of a gamma: applied to the inverted intensities (nnU-Net's)
+    bias_prob: float = 0.3  # a smooth multiplicative field over the patch, in raw-intensity terms
+    bias_strength: float = 0.3  # the log of the field lies in [-strength, strength]
+    bias_nodes: int = 3  # control points of the field per axis (fewer: smoother)
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.5, 1.0)  # voxels
+    lowres_prob: float = 0.25  # simulated low resolution: down-sampled, then up again
+    lowres_zoom: tuple[float, float] = (0.5, 1.0)
+    noise_prob: float = 0.1
     noise_std: tuple[float, float] = (0.0, 0.1)
-    affine_prob: float = 0.0
-    rotation_degrees: float = 15.0
-    zoom_range: tuple[float, float] = (0.9, 1.1)
+    keep_background: bool = True  # False only for runs of brats <= 0.3, whose shift and gamma moved it
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_prob") and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"augment {f.name.replace('_', '-')} must lie in [0, 1], not {value!r}")
+            if isinstance(value, tuple) and not (len(value) == 2 and value[0] <= value[1]):
+                raise ConfigError(f"augment {f.name.replace('_', '-')} must be [low, high], not {list(value)}")
+        if self.gamma_range[0] <= 0 or self.zoom_range[0] <= 0 or self.lowres_zoom[0] <= 0 or self.lowres_zoom[1] > 1:
+            raise ConfigError("augment gamma-range and zoom-range must be positive, lowres-zoom within (0, 1]")
+        if self.bias_nodes < 2 or self.bias_strength < 0 or self.blur_sigma[0] < 0 or self.noise_std[0] < 0:
+            raise ConfigError("augment bias-nodes must be at least 2; bias-strength, blur-sigma and noise-std "
+                              "at least 0")
+
+
+# What the augmentation of brats <= 0.3 was, for the settings added since: a checkpoint or config
+# file written then (its [augment] lacks them) resumes with exactly the augmentation it had.
+AUGMENT_BEFORE_0_4 = {"affine_prob": 0.0, "zoom_range": (0.9, 1.1), "scale_prob": 0.5, "scale_range": (0.9, 1.1),
+                      "contrast_prob": 0.0, "shift_prob": 0.5, "gamma_invert_prob": 0.0, "bias_prob": 0.0,
+                      "blur_prob": 0.0, "lowres_prob": 0.0, "noise_prob": 0.15, "keep_background": False}
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """The postprocessing of predicted labels (`regions.Postprocessing`), and when a run may change it.
+
+    `min_component_voxels` (WT, TC, ET) and `et_min_voxels` are the rule a run starts from and keeps
+    unless its validation cases show better: with at least `min_cases` of them, a size is changed
+    only when it raises the mean of legacy and lesion-wise Dice over all three regions by at least
+    `margin` and helps more cases than it hurts. The default sizes were chosen across institutions
+    (docs/benchmarks.md, "Across institutions"); the largest component of a region inside each
+    component of the region around it is never removed, whatever the size.
+    """
+
+    min_component_voxels: tuple[int, int, int] = (500, 100, 0)
+    et_min_voxels: int = 0
+    search: bool = True
+    min_cases: int = 8
+    margin: float = 0.005
+
+    def __post_init__(self) -> None:
+        if len(self.min_component_voxels) != 3 or any(int(v) != v or v < 0 for v in self.min_component_voxels):
+            raise ConfigError(f"postprocess min-component-voxels must be three sizes (WT, TC, ET) of 0 or more, "
+                              f"not {list(self.min_component_voxels)}")
+        if self.et_min_voxels < 0 or self.min_cases < 2 or self.margin < 0:
+            raise ConfigError("postprocess et-min-voxels and margin must be 0 or more, min-cases at least 2")
 
 
 LOSSES = ("dice+bce", "dice")
@@ -133,6 +196,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
         _at_least_one(self, "epochs", "patches_per_epoch", "accum_steps", "val_every")
@@ -166,7 +230,8 @@ class TrainConfig:
         return _plain(asdict(self))
 
 
-SECTIONS = {"model": ModelConfig, "loss": LossConfig, "stream": StreamConfig, "augment": AugmentConfig}
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "stream": StreamConfig, "augment": AugmentConfig,
+            "postprocess": PostprocessConfig}
 # The command line's flat names for section settings; also how brats <= 0.3 wrote them in TOML
 # files, train_config.json and checkpoints, which therefore still load.
 FLAT_NAMES = {
@@ -237,6 +302,7 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
     config = base or TrainConfig()
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    values = _with_augment_before_0_4(values)
     for key, value in values.items():
         name = key.replace("-", "_")
         if name in SECTIONS and isinstance(value, dict):
@@ -257,6 +323,19 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
         return dataclasses.replace(config, **top)
     except TypeError as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+_AUGMENT_0_3_KEYS = {"flip_prob", "scale_prob", "scale_range", "shift_prob", "shift_range", "gamma_prob", "gamma_range",
+                     "noise_prob", "noise_std", "affine_prob", "rotation_degrees", "zoom_range"}
+
+
+def _with_augment_before_0_4(values: dict[str, Any]) -> dict[str, Any]:
+    """A whole [augment] section as brats <= 0.3 saved it (every setting of then, none added since)
+    gets the values that reproduce its augmentation for the settings added since."""
+    augment = values.get("augment")
+    if not isinstance(augment, dict) or set(augment) != _AUGMENT_0_3_KEYS:
+        return values
+    return {**values, "augment": {**AUGMENT_BEFORE_0_4, **augment}}
 
 
 def _put(section: dict[str, Any], name: str, value: Any, where: str) -> None:

@@ -26,7 +26,7 @@ from ..faults import fault_point
 from ..files import check_output
 from ..inference import InferenceConfig, predict_labels
 from ..labels import REGIONS
-from ..metrics import dice, region_dice, region_mask
+from ..metrics import region_dice
 from ..regions import Postprocessing, region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
 from ..store.volumes import iterate_volumes
@@ -36,7 +36,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, flat_settings
 from .loss import deep_supervision_loss
 from .model import ResUNet
-from .postprocess import choose_postprocessing
+from .postprocess import choose_postprocessing, configured
 from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
 from .step_timing import PHASES, StepTimes
@@ -142,7 +142,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.best: tuple[float, int] | None = None
-        self.postprocessing = Postprocessing()  # chosen at each validation
+        self.postprocessing = configured(config.postprocess)  # then chosen at each validation
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if runtime.distributed else self.model)
 
@@ -265,7 +265,8 @@ class Trainer:
 
     def validate(self, progress: bool) -> dict[str, float]:
         """Mean Dice per region over the validation cases (sliding window on whole cases, nested
-        decoding), with the postprocessing chosen on these cases applied; the lesion-wise Dice too."""
+        decoding), each case postprocessed by the rule chosen on the other cases (out of fit), the
+        lesion-wise Dice likewise, and the raw Dice; the rule chosen on all of them is kept."""
         cfg = self.config
         inference = inference_config(cfg, amp=self.amp_dtype is not None)
         self.model.eval()
@@ -276,15 +277,16 @@ class Trainer:
             prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
             pairs.append((prediction, volume.label.numpy()))
         self.model.train()
-        choice = choose_postprocessing(pairs)
+        choice = choose_postprocessing(pairs, cfg.postprocess)
         self.postprocessing = choice.postprocessing
-        final = [region_dice(p, r) for p, (_, r) in zip(choice.labels, pairs)]
-        out = {f"dice_{r}": float(np.mean([d[r] for d in final])) for r in REGIONS}
+        out = {f"dice_{r}": v for r, v in choice.dice.items()}
         out["dice_mean"] = sum(out[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
-        out["dice_et_raw"] = float(np.mean([dice(region_mask(p, "et"), region_mask(r, "et")) for p, r in pairs]))
+        raw = [region_dice(p, r) for p, r in pairs]
+        out.update({f"dice_{r}_raw": float(np.mean([d[r] for d in raw])) for r in REGIONS})
         out.update({f"lw_dice_{r}": v for r, v in choice.lesion_dice.items()})
         out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels)})
         out["et_min_voxels"] = self.postprocessing.et_min_voxels
+        out["postprocess_searched"] = int(choice.searched)
         return out
 
 

@@ -1,74 +1,117 @@
-"""Choosing the postprocessing on the validation cases: minimum component sizes, then the ET threshold."""
+"""Choosing the postprocessing on the validation cases, only where they give evidence for it.
+
+A run starts from the configured rule (`PostprocessConfig`: sizes chosen across institutions)
+and changes a size only when enough validation cases support the change: at least `min_cases`
+of them, a gain of at least `margin` in the mean of legacy and lesion-wise Dice over all three
+regions, and more cases helped than hurt. The score reported for the choice is out of fit: each
+validation case is scored with the rule chosen on the other cases, so the printed validation Dice
+never includes the fit itself.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..labels import REGIONS
-from ..lesionwise import CHALLENGES, LesionRules, lesion_dice_by_min_size
+from ..lesionwise import CHALLENGES, LesionRules, lesion_dice
 from ..metrics import dice, region_mask
-from ..regions import Postprocessing, remove_small_components, suppress_small_et
+from ..regions import Postprocessing
+from .config import PostprocessConfig
 
-# Candidate minimum ET sizes in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
+# Candidate minimum ET totals in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
 # BraTS 2021 winner used 200.
 ET_THRESHOLDS = (0, 50, 100, 200, 300, 500, 750, 1000)
 # Candidate minimum component sizes (voxels); BraTS 2023 ignores reference lesions of <= 50 voxels.
 COMPONENT_THRESHOLDS = (0, 10, 25, 50, 100, 200, 350, 500, 1000, 2000)
 
 
-@dataclass(frozen=True)
-class ThresholdChoice:
-    threshold: int
-    dice: float  # mean ET Dice over the cases with that threshold
-    dice_by_threshold: dict[int, float]
+def configured(config: PostprocessConfig) -> Postprocessing:
+    """The rule a run starts from and falls back to."""
+    return Postprocessing(tuple(int(v) for v in config.min_component_voxels), int(config.et_min_voxels))  # type: ignore[arg-type]
 
 
-def choose_et_threshold(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-                        candidates: Sequence[int] = ET_THRESHOLDS) -> ThresholdChoice:
-    """The candidate that maximises mean ET Dice over (prediction, reference) store-label pairs;
-    ties go to the smallest (0 when it does not help, so nothing is changed without evidence)."""
-    if not pairs:
-        return ThresholdChoice(0, float("nan"), {})
-    # Per case `regions.suppress_small_et` has two outcomes: the ET kept as predicted, or all of it
-    # relabelled (Dice 1 when the reference has no ET, else 0) when 0 < predicted voxels < threshold.
-    cases = []
-    for prediction, reference in pairs:
-        predicted, referenced = region_mask(prediction, "et"), region_mask(reference, "et")
-        cases.append((int(predicted.sum()), dice(predicted, referenced), 0.0 if referenced.any() else 1.0))
-    means = {int(t): float(np.mean([removed if 0 < count < t else kept for count, kept, removed in cases]))
-             for t in candidates}
-    best = max(means, key=lambda t: (means[t], -t))
-    return ThresholdChoice(best, means[best], means)
+class CaseScores:
+    """Per validation case and rule, the score the choice maximises: the mean over WT, TC and ET
+    of legacy and lesion-wise Dice. Scores are cached (labels would not fit in memory): the
+    searches and their leave-one-out repeats ask for the same (case, rule) pairs many times."""
+
+    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules: LesionRules) -> None:
+        self.pairs, self.rules = list(pairs), rules
+        self._regions: dict[tuple[int, Postprocessing], dict[str, tuple[float, float]]] = {}
+
+    def regions(self, case: int, rule: Postprocessing) -> dict[str, tuple[float, float]]:
+        """Region -> (legacy Dice, lesion-wise Dice) of the case under `rule`."""
+        key = (case, rule)
+        if key not in self._regions:
+            labels, reference = rule.apply(self.pairs[case][0]), self.pairs[case][1]
+            scores = {}
+            for region in REGIONS:
+                p, r = region_mask(labels, region), region_mask(reference, region)
+                scores[region] = (dice(p, r), lesion_dice(p, r, self.rules))
+            self._regions[key] = scores
+        return self._regions[key]
+
+    def score(self, case: int, rule: Postprocessing) -> float:
+        return float(np.mean([v for pair in self.regions(case, rule).values() for v in pair]))
 
 
 @dataclass(frozen=True)
 class PostprocessChoice:
-    postprocessing: Postprocessing
-    lesion_dice: dict[str, float] = field(default_factory=dict)  # region -> mean lesion-wise Dice, chosen size
-    et_dice: float = float("nan")  # mean legacy ET Dice with the chosen ET threshold
-    labels: list[np.ndarray] = field(default_factory=list)  # the predictions with the postprocessing applied
+    postprocessing: Postprocessing  # chosen on all the validation cases
+    searched: bool  # False: too few validation cases (or search off): the configured rule
+    dice: dict[str, float] = field(default_factory=dict)  # region -> mean legacy Dice, out of fit
+    lesion_dice: dict[str, float] = field(default_factory=dict)  # region -> mean lesion-wise Dice, out of fit
+    labels: list[np.ndarray] = field(default_factory=list)  # each case postprocessed as chosen on the others
 
 
-def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules: LesionRules = CHALLENGES["GLI"],
-                          candidates: Sequence[int] = COMPONENT_THRESHOLDS) -> PostprocessChoice:
-    """Per region in turn (WT, TC, ET, each on the labels the previous choice left), the minimum
-    component size that maximises mean lesion-wise Dice (ties: the smallest); then the ET threshold
-    on the cleaned labels."""
+def _supported(scores: CaseScores, cases: Sequence[int], candidate: Postprocessing, current: Postprocessing,
+               margin: float) -> bool:
+    gains = np.array([scores.score(c, candidate) - scores.score(c, current) for c in cases])
+    return bool(gains.mean() >= margin and (gains > 1e-12).sum() > (gains < -1e-12).sum())
+
+
+def _search(scores: CaseScores, cases: Sequence[int], config: PostprocessConfig) -> Postprocessing:
+    """Per region in turn (WT, TC, ET), then the ET total: the best candidate by mean score, kept
+    only where it beats the rule so far by the margin (ties go to the smaller size)."""
+    current = configured(config)
+    if not config.search or len(cases) < config.min_cases:
+        return current
+    for index in range(len(REGIONS)):
+        def with_size(size: int, rule: Postprocessing = current, i: int = index) -> Postprocessing:
+            sizes = list(rule.min_component_voxels)
+            sizes[i] = size
+            return dataclasses.replace(rule, min_component_voxels=tuple(sizes))
+        current = _best(scores, cases, [with_size(t) for t in COMPONENT_THRESHOLDS], current, config.margin)
+    candidates = [dataclasses.replace(current, et_min_voxels=t) for t in ET_THRESHOLDS]
+    return _best(scores, cases, candidates, current, config.margin)
+
+
+def _best(scores: CaseScores, cases: Sequence[int], candidates: list[Postprocessing], current: Postprocessing,
+          margin: float) -> Postprocessing:
+    means = [float(np.mean([scores.score(c, rule) for c in cases])) for rule in candidates]
+    best = candidates[max(range(len(candidates)), key=lambda i: (round(means[i], 12), -i))]
+    return best if best != current and _supported(scores, cases, best, current, margin) else current
+
+
+def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+                          config: PostprocessConfig = PostprocessConfig(),
+                          rules: LesionRules = CHALLENGES["GLI"]) -> PostprocessChoice:
+    """The rule for (prediction, reference) store-label pairs of the validation cases, and its
+    out-of-fit scores: each case postprocessed by the rule chosen on the other cases."""
     if not pairs:
-        return PostprocessChoice(Postprocessing())
-    labels = [prediction for prediction, _ in pairs]
-    sizes, lesion_dice = [], {}
-    for region in REGIONS:
-        per_case = [lesion_dice_by_min_size(region_mask(p, region), region_mask(r, region), candidates, rules)
-                    for p, (_, r) in zip(labels, pairs)]
-        means = np.mean(per_case, axis=0)
-        best = max(range(len(candidates)), key=lambda i: (round(float(means[i]), 12), -candidates[i]))
-        sizes.append(int(candidates[best]))
-        lesion_dice[region] = float(means[best])
-        labels = [remove_small_components(p, region, sizes[-1]) for p in labels]
-    et = choose_et_threshold([(p, r) for p, (_, r) in zip(labels, pairs)])
-    labels = [suppress_small_et(p, et.threshold) for p in labels]
-    return PostprocessChoice(Postprocessing(tuple(sizes), et.threshold), lesion_dice, et.dice, labels)  # type: ignore[arg-type]
+        return PostprocessChoice(configured(config), False)
+    scores = CaseScores(pairs, rules)
+    everyone = list(range(len(pairs)))
+    chosen = _search(scores, everyone, config)
+    searched = config.search and len(pairs) >= config.min_cases
+    held_out = [_search(scores, [c for c in everyone if c != case], config) if searched else chosen
+                for case in everyone]
+    per_case = [scores.regions(case, rule) for case, rule in zip(everyone, held_out)]
+    legacy = {r: float(np.mean([s[r][0] for s in per_case])) for r in REGIONS}
+    lesion = {r: float(np.mean([s[r][1] for s in per_case])) for r in REGIONS}
+    labels = [rule.apply(pairs[case][0]) for case, rule in zip(everyone, held_out)]
+    return PostprocessChoice(chosen, searched, legacy, lesion, labels)
