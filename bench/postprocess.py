@@ -8,13 +8,12 @@ lesion-wise Dice and their mean over the three regions, per fold and overall. Th
 `PostprocessConfig` is chosen from this table: on cases of other institutions than those trained
 on, never on a run's own few validation cases.
 
-    python bench/postprocess.py [--work data/bench-real] [--folds sites,within]
+    python bench/postprocess.py [--work data/bench-real [--work OTHER ...]] [--folds sites,within]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -26,17 +25,16 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from brats.geometry import crop_slices  # noqa: E402
-from brats.labels import REGIONS  # noqa: E402
 from brats.lesionwise import lesion_dice  # noqa: E402
 from brats.metrics import dice, region_mask  # noqa: E402
 from brats.pipeline.naming import CONVENTIONS  # noqa: E402
-from brats.regions import Postprocessing  # noqa: E402
+from brats.regions import remove_small_components, suppress_small_et  # noqa: E402
 from brats.store.reader import open_case  # noqa: E402
 
-WT_SIZES = (0, 100, 250, 500, 1000, 2000)
+WT_SIZES = (0, 250, 500, 1000, 2000)
 TC_SIZES = (0, 100, 250, 500)
-ET_SIZES = (0, 50)
-ET_TOTALS = (0, 200)
+ET_SIZES = (0, 25, 50, 100, 250)
+ET_TOTALS = (0, 50, 100, 200)
 
 
 def store_prediction(path: Path, convention: str, crop_box) -> np.ndarray:
@@ -49,53 +47,65 @@ def store_prediction(path: Path, convention: str, crop_box) -> np.ndarray:
     return lookup[raw][crop_slices(crop_box)]
 
 
-def case_scores(prediction: np.ndarray, reference: np.ndarray, rule: Postprocessing) -> dict[str, float]:
-    labels = rule.apply(prediction)
-    out = {}
-    for region in REGIONS:
-        p, r = region_mask(labels, region), region_mask(reference, region)
-        out[f"dice_{region}"] = dice(p, r)
-        out[f"lw_dice_{region}"] = lesion_dice(p, r)
-    out["score"] = float(np.mean(list(out.values())))
-    return out
+def _region(labels: np.ndarray, reference: np.ndarray, region: str) -> dict[str, float]:
+    p, r = region_mask(labels, region), region_mask(reference, region)
+    return {f"dice_{region}": dice(p, r), f"lw_dice_{region}": lesion_dice(p, r)}
+
+
+def case_rows(prediction: np.ndarray, reference: np.ndarray) -> list[dict]:
+    """Every rule of the grid on one case, stage by stage (a region's scores depend only on the
+    stages up to its own, so each is computed once per distinct prefix of the rule)."""
+    rows = []
+    for wt in WT_SIZES:
+        after_wt = remove_small_components(prediction, "wt", wt)
+        wt_scores = _region(after_wt, reference, "wt")
+        for tc in TC_SIZES:
+            after_tc = remove_small_components(after_wt, "tc", tc)
+            tc_scores = _region(after_tc, reference, "tc")
+            for et in ET_SIZES:
+                after_et = remove_small_components(after_tc, "et", et)
+                for total in ET_TOTALS:
+                    labels = suppress_small_et(after_et, total)
+                    row = {**wt_scores, **tc_scores, **_region(labels, reference, "et")}
+                    rows.append({"rule": f"{wt}/{tc}/{et} et<{total}", "sizes": (wt, tc, et, total), **row,
+                                 "score": float(np.mean(list(row.values())))})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=str(ROOT / "data" / "bench-real"))
+    parser.add_argument("--work", action="append", help="a bench/real.py work folder; repeat it to pool the "
+                        "predictions of several models  [default: data/bench-real]")
     parser.add_argument("--folds", default="sites,within")
     options = parser.parse_args()
-    work = Path(options.work)
-    store = work / "store"
+    works = [Path(w) for w in options.work or [ROOT / "data" / "bench-real"]]
     cases = []
-    for fold in options.folds.split(","):
-        for path in sorted((work / fold / "predictions_raw").glob("*.nii.gz")):
-            case_id = path.name.removesuffix(".nii.gz")
-            case = open_case(store, case_id)
-            record = case.record
-            prediction = store_prediction(path, record.convention, record.crop_box)
-            cases.append((fold, case_id, prediction, case.label[...]))
+    for work in works:
+        for fold in options.folds.split(","):
+            for path in sorted((work / fold / "predictions_raw").glob("*.nii.gz")):
+                case_id = path.name.removesuffix(".nii.gz")
+                case = open_case(work / "store", case_id)
+                prediction = store_prediction(path, case.record.convention, case.record.crop_box)
+                label = f"{work.parent.name if work.name == 'work' else work.name}:{fold}"
+                cases.append((label, case_id, prediction, case.label[...]))
     if not cases:
-        raise SystemExit(f"no saved predictions under {work}/<fold>/predictions_raw: run bench/real.py first")
-    rules = [Postprocessing((wt, tc, et), total)
-             for wt, tc, et, total in itertools.product(WT_SIZES, TC_SIZES, ET_SIZES, ET_TOTALS)]
-    rows = []
-    for rule in rules:
-        for fold, case_id, prediction, reference in cases:
-            rows.append({"rule": f"{rule.min_component_voxels[0]}/{rule.min_component_voxels[1]}/"
-                                 f"{rule.min_component_voxels[2]} et<{rule.et_min_voxels}",
-                         "fold": fold, "case_id": case_id, **case_scores(prediction, reference, rule)})
+        raise SystemExit("no saved predictions under WORK/<fold>/predictions_raw: run bench/real.py first")
+    rows = [{"fold": fold, "case_id": case_id, **row}
+            for fold, case_id, prediction, reference in cases for row in case_rows(prediction, reference)]
     table = pd.DataFrame(rows)
-    by_rule = table.groupby("rule", sort=False).mean(numeric_only=True)
+    by_rule = table.groupby("rule", sort=False).agg({**{c: "mean" for c in table.columns if c.startswith(("dice", "lw_"))},
+                                                     "score": "mean", "sizes": "first"})
     by_fold = table.pivot_table(index="rule", columns="fold", values="score", sort=False)
-    summary = by_rule.join(by_fold.add_prefix("score_")).sort_values("score", ascending=False)
+    summary = by_rule.join(by_fold.add_prefix("score_"))
+    summary = summary.assign(_order=-summary.score.round(6)).sort_values(["_order", "sizes"]).drop(columns="_order")
     pd.set_option("display.width", 250)
     print(f"{len(cases)} held-out cases ({', '.join(sorted({c[1] for c in cases}))}); rules WT/TC/ET sizes, ET total")
-    print(summary.head(15).to_string(float_format=lambda v: f"{v:.4f}"))
-    print("\nno postprocessing and the previous default:")
-    print(summary.loc[[r for r in ("0/0/0 et<0", "500/100/0 et<0") if r in summary.index]].to_string(
+    print(summary.drop(columns="sizes").head(15).to_string(float_format=lambda v: f"{v:.4f}"))
+    print("\nno postprocessing and other rules named in docs/benchmarks.md:")
+    print(summary.loc[[r for r in ("0/0/0 et<0", "500/100/0 et<0", "1000/250/50 et<0", "1000/250/50 et<100")
+                       if r in summary.index]].drop(columns="sizes").to_string(
         float_format=lambda v: f"{v:.4f}"))
-    (work / "postprocess_sweep.json").write_text(json.dumps(summary.reset_index().to_dict("records"), indent=1))
+    (works[0] / "postprocess_sweep.json").write_text(json.dumps(summary.reset_index().to_dict("records"), indent=1))
 
 
 if __name__ == "__main__":

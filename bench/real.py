@@ -48,7 +48,7 @@ REGIONS = ("wt", "tc", "et")
 
 def institution(case_id: str) -> str:
     """The site a BraTS case came from, as far as its id says."""
-    match = re.match(r"Brats\d\d_([A-Za-z]+\d*)_", case_id)
+    match = re.match(r"Brats\d\d_([A-Za-z0-9]+)_", case_id)
     if match:
         return match.group(1).upper()
     if case_id.startswith("BraTS2021_"):
@@ -62,7 +62,7 @@ def institution(case_id: str) -> str:
 
 def _shuffled(ids: list[str], salt: str) -> list[str]:
     order = sorted(ids)
-    random.Random(f"bench-real-{salt}-{SEED}").shuffle(order)
+    random.Random(f"bench-real-{salt}-{SEED}" if salt else f"bench-real-{SEED}").shuffle(order)  # "": brats 0.3's
     return order
 
 
@@ -75,7 +75,7 @@ def held_out(labelled: list[str], fold: str) -> list[str]:
         return minority
     if fold == "within":
         return sorted(_shuffled(list(groups.index[groups == largest]), "within")[:len(minority)])
-    return sorted(_shuffled(labelled, "random")[:6])
+    return sorted(_shuffled(labelled, "")[:6])  # the draw of brats 0.3's benchmark
 
 
 def run(args: list[str]) -> None:

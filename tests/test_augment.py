@@ -13,10 +13,12 @@ from brats.errors import ConfigError
 from brats.trainer.augment import (
     AugmentConfig,
     BatchAugmenter,
+    apply_gamma,
     bias_field,
     gaussian_blur,
     low_resolution,
     rotation_matrices,
+    stretch_contrast,
     warp,
 )
 from brats.trainer.config import config_from_dict
@@ -164,13 +166,31 @@ def test_low_resolution_loses_detail_but_keeps_the_shape_and_smooth_content():
     assert torch.equal(low_resolution(smooth, 1.0), smooth)
 
 
-def test_contrast_and_gamma_keep_the_brain_range():
-    image, label, ball = brain_batch(seed=1, batch=1)
-    config = dataclasses.replace(OFF, contrast_prob=1, gamma_prob=1, gamma_invert_prob=0.5)
+def test_contrast_and_gamma_are_the_specified_maps_of_the_brain_intensities():
+    image, _, ball = brain_batch(seed=1, batch=1)
+    brain = ball.view(1, 1, *ball.shape)
+    x = image[0, 0][ball].double()
+    low, high, mean = x.min(), x.max(), x.mean()
+    factor = torch.full((1, 4, 1, 1, 1), 1.2)
+    out = stretch_contrast(image, factor, brain)
+    torch.testing.assert_close(out[0, 0][ball].double(), ((x - mean) * 1.2 + mean).clamp(low, high), atol=1e-5, rtol=0)
+    gamma, sign = torch.full((1, 4, 1, 1, 1), 0.7), torch.ones((1, 4, 1, 1, 1))
+    sign[:, 1] = -1.0  # channel 1: the inverted gamma
+    out = apply_gamma(image, gamma, sign, brain)
+    expected = ((x - low) / (high - low)) ** 0.7 * (high - low) + low
+    torch.testing.assert_close(out[0, 0][ball].double(), expected, atol=1e-5, rtol=0)
+    y = -image[0, 1][ball].double()
+    inverted = -(((y - y.min()) / (y.max() - y.min())) ** 0.7 * (y.max() - y.min()) + y.min())
+    torch.testing.assert_close(out[0, 1][ball].double(), inverted, atol=1e-5, rtol=0)
+    assert bool((out[:, :, ~ball] == 0).all())
+
+
+def test_brightness_and_shift_change_the_brain_only():
+    image, label, ball = brain_batch(seed=2, batch=1)
+    config = dataclasses.replace(OFF, scale_prob=1, scale_range=(1.2, 1.2), shift_prob=1, shift_range=(0.1, 0.1))
     out, _ = BatchAugmenter(config, seed=0)(image.clone(), label.clone())
-    inside, before = out[0][:, ball], image[0][:, ball]
-    assert bool((inside.amin(1) >= before.amin(1) - 1e-5).all() and (inside.amax(1) <= before.amax(1) + 1e-5).all())
-    assert not torch.allclose(inside, before)
+    torch.testing.assert_close(out[:, :, ball], image[:, :, ball] * 1.2 + 0.1)
+    assert bool((out[:, :, ~ball] == 0).all())
 
 
 def _analytic_nearest_warp(label: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

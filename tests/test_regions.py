@@ -195,13 +195,13 @@ def _pairs(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def test_sizes_are_chosen_only_with_enough_validation_cases():
-    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4)
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), et_min_voxels=0, min_cases=4)
     few = choose_postprocessing(_pairs(3), config)
     assert not few.searched and few.postprocessing == Postprocessing()  # 3 < 4: the configured rule
     assert few.lesion_dice["wt"] == 0.5  # one lesion and one false positive, as configured
     enough = choose_postprocessing(_pairs(4), config)
     assert enough.searched and enough.postprocessing.min_component_voxels == (50, 0, 0)  # smallest above 27
-    assert choose_postprocessing(_pairs(4), PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4,
+    assert choose_postprocessing(_pairs(4), PostprocessConfig(min_component_voxels=(0, 0, 0), et_min_voxels=0, min_cases=4,
                                                               search=False)).postprocessing == Postprocessing()
     clean = [(reference, reference) for _, reference in _pairs(8)]
     assert not choose_postprocessing(clean, config).postprocessing.min_component_voxels[0]  # no gain, no change
@@ -212,9 +212,9 @@ def test_a_change_needs_a_margin_and_more_cases_helped_than_hurt():
     satellite = reference.copy()
     satellite[40:43, 40:43, 40:43] = 2  # a real 27-voxel satellite lesion, predicted
     pairs = _pairs(2) + [(satellite, satellite)] * 3  # 2 cases gain from removing it, 3 would lose
-    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.0)
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), et_min_voxels=0, min_cases=4, margin=0.0)
     assert choose_postprocessing(pairs, config).postprocessing == Postprocessing()
-    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.5)
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), et_min_voxels=0, min_cases=4, margin=0.5)
     assert choose_postprocessing(_pairs(5), config).postprocessing == Postprocessing()  # gain 1/12 < 0.5
 
 
@@ -225,7 +225,7 @@ def test_the_reported_validation_score_is_out_of_fit():
     satellite = reference.copy()
     satellite[40:43, 40:43, 40:43] = 2
     pairs = _pairs(1) + [(satellite, satellite)] * 4  # case 0 wants size 50; the other four lose by it
-    config = PostprocessConfig(min_component_voxels=(0, 0, 0), min_cases=4, margin=0.0)
+    config = PostprocessConfig(min_component_voxels=(0, 0, 0), et_min_voxels=0, min_cases=4, margin=0.0)
     choice = choose_postprocessing(pairs, config)
     assert choice.postprocessing == Postprocessing()
     assert choice.lesion_dice["wt"] == (0.5 + 4 * 1.0) / 5

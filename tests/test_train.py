@@ -202,7 +202,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 def test_the_cpu_preset_for_real_data_loads():
     config = load_config("configs/real-cpu.toml", {"store": "s"})
-    assert (config.downsample, config.patch_size, config.model.base_channels) == (1, (64, 64, 64), 8)
+    assert (config.downsample, config.patch_size, config.model.base_channels) == (1, (96, 96, 96), 8)
     assert config.loss.kind == "dice+bce" and config.loss.batch_dice and config.store == "s"
 
 

@@ -88,8 +88,8 @@ class PostprocessConfig:
     component of the region around it is never removed, whatever the size.
     """
 
-    min_component_voxels: tuple[int, int, int] = (500, 100, 0)
-    et_min_voxels: int = 0
+    min_component_voxels: tuple[int, int, int] = (2000, 500, 250)
+    et_min_voxels: int = 50
     search: bool = True
     min_cases: int = 8
     margin: float = 0.005

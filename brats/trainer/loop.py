@@ -346,7 +346,7 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
     hours = cpu_hours_per_epoch(config, os.cpu_count() or 1)
     if runtime.main and runtime.device.type == "cpu" and hours >= 1:
         log.warning("no GPU: this model and patch size take roughly %.0f h per epoch on this CPU; for real data "
-                    "on a CPU use --config configs/real-cpu.toml (about 15 min in all on 2 cores), or a GPU", hours)
+                    "on a CPU use --config configs/real-cpu.toml (about 36 min of training on 2 cores), or a GPU", hours)
     first = trainer.epoch
     stream = PatchStream(config.store, trainer.split.train, config.store_stream, seed=config.seed,
                          rank=runtime.rank, world_size=runtime.world_size,
