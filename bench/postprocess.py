@@ -18,18 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from brats.geometry import crop_slices  # noqa: E402
-from brats.lesionwise import lesion_dice  # noqa: E402
-from brats.metrics import dice, region_mask  # noqa: E402
-from brats.pipeline.naming import CONVENTIONS  # noqa: E402
 from brats.regions import remove_small_components, suppress_small_et  # noqa: E402
-from brats.store.reader import open_case  # noqa: E402
+from brats.scoring.cases import store_cases  # noqa: E402
+from brats.scoring.exports import read_prediction  # noqa: E402
+from brats.trainer.postprocess import region_scores  # noqa: E402
 
 WT_SIZES = (0, 250, 500, 1000, 2000)
 TC_SIZES = (0, 100, 250, 500)
@@ -37,19 +35,9 @@ ET_SIZES = (0, 25, 50, 100, 250)
 ET_TOTALS = (0, 50, 100, 200)
 
 
-def store_prediction(path: Path, convention: str, crop_box) -> np.ndarray:
-    """A saved raw-geometry prediction in store labels over the case's crop."""
-    raw = np.asarray(nib.load(path).dataobj).astype(np.int64)
-    lookup = np.zeros(raw.max() + 1 if raw.size else 1, np.uint8)
-    for raw_label, store_label in CONVENTIONS[convention].to_store_labels().items():
-        if raw_label < len(lookup):
-            lookup[raw_label] = store_label
-    return lookup[raw][crop_slices(crop_box)]
-
-
 def _region(labels: np.ndarray, reference: np.ndarray, region: str) -> dict[str, float]:
-    p, r = region_mask(labels, region), region_mask(reference, region)
-    return {f"dice_{region}": dice(p, r), f"lw_dice_{region}": lesion_dice(p, r)}
+    legacy, lesion = region_scores(labels, reference, region)
+    return {f"dice_{region}": legacy, f"lw_dice_{region}": lesion}
 
 
 def case_rows(prediction: np.ndarray, reference: np.ndarray) -> list[dict]:
@@ -82,12 +70,12 @@ def main() -> None:
     cases = []
     for work in works:
         for fold in options.folds.split(","):
-            for path in sorted((work / fold / "predictions_raw").glob("*.nii.gz")):
-                case_id = path.name.removesuffix(".nii.gz")
-                case = open_case(work / "store", case_id)
-                prediction = store_prediction(path, case.record.convention, case.record.crop_box)
-                label = f"{work.parent.name if work.name == 'work' else work.name}:{fold}"
-                cases.append((label, case_id, prediction, case.label[...]))
+            folder = work / fold / "predictions_raw"
+            ids = sorted(path.name.removesuffix(".nii.gz") for path in folder.glob("*.nii.gz"))
+            label = f"{work.parent.name if work.name == 'work' else work.name}:{fold}"
+            for case in store_cases(work / "store", ids, with_image=False):
+                prediction = read_prediction(folder, case)[crop_slices(case.crop_box)]
+                cases.append((label, case.case_id, prediction, case.reference))
     if not cases:
         raise SystemExit("no saved predictions under WORK/<fold>/predictions_raw: run bench/real.py first")
     rows = [{"fold": fold, "case_id": case_id, **row}

@@ -39,6 +39,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REALDATA, machine  # noqa: E402
 
+from brats.scoring.report import SUMMARY_ROWS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BRATS = [sys.executable, "-m", "brats"]
 SEED = 2026  # the held-out draws; fixed so every preset is judged on the same cases
@@ -86,8 +88,7 @@ def run(args: list[str]) -> None:
 def scores(csv: Path) -> pd.DataFrame:
     table = pd.read_csv(csv).set_index("case_id")
     columns = [f"{m}_{r}" for m in ("dice", "hd95", "lw_dice", "lw_hd95") for r in REGIONS]
-    return table.loc[[i for i in table.index if i not in ("Mean", "StdDev", "Median", "25quantile", "75quantile")],
-                     columns].astype(float)
+    return table.loc[[i for i in table.index if i not in SUMMARY_ROWS], columns].astype(float)
 
 
 def train_fold(store: Path, fold_dir: Path, train: list[str], config: str, extra: list[str]) -> None:

@@ -34,6 +34,13 @@ def configured(config: PostprocessConfig) -> Postprocessing:
     return Postprocessing(tuple(int(v) for v in config.min_component_voxels), int(config.et_min_voxels))  # type: ignore[arg-type]
 
 
+def region_scores(labels: np.ndarray, reference: np.ndarray, region: str,
+                  rules: LesionRules = CHALLENGES["GLI"]) -> tuple[float, float]:
+    """(legacy Dice, lesion-wise Dice) of one region between two store-label volumes."""
+    p, r = region_mask(labels, region), region_mask(reference, region)
+    return dice(p, r), lesion_dice(p, r, rules)
+
+
 class CaseScores:
     """Per validation case and rule, the score the choice maximises: the mean over WT, TC and ET
     of legacy and lesion-wise Dice. Scores are cached (labels would not fit in memory): the
@@ -48,11 +55,7 @@ class CaseScores:
         key = (case, rule)
         if key not in self._regions:
             labels, reference = rule.apply(self.pairs[case][0]), self.pairs[case][1]
-            scores = {}
-            for region in REGIONS:
-                p, r = region_mask(labels, region), region_mask(reference, region)
-                scores[region] = (dice(p, r), lesion_dice(p, r, self.rules))
-            self._regions[key] = scores
+            self._regions[key] = {region: region_scores(labels, reference, region, self.rules) for region in REGIONS}
         return self._regions[key]
 
     def score(self, case: int, rule: Postprocessing) -> float:
@@ -65,7 +68,17 @@ class PostprocessChoice:
     searched: bool  # False: too few validation cases (or search off): the configured rule
     dice: dict[str, float] = field(default_factory=dict)  # region -> mean legacy Dice, out of fit
     lesion_dice: dict[str, float] = field(default_factory=dict)  # region -> mean lesion-wise Dice, out of fit
-    labels: list[np.ndarray] = field(default_factory=list)  # each case postprocessed as chosen on the others
+    held_out: list[Postprocessing] = field(default_factory=list)  # per case, the rule chosen on the others
+    predictions: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    @property
+    def labels(self) -> list[np.ndarray]:
+        """Each case postprocessed by the rule chosen on the others (computed when asked)."""
+        return [rule.apply(prediction) for rule, prediction in zip(self.held_out, self.predictions, strict=True)]
+
+
+def _may_search(config: PostprocessConfig, cases: int) -> bool:
+    return config.search and cases >= config.min_cases
 
 
 def _supported(scores: CaseScores, cases: Sequence[int], candidate: Postprocessing, current: Postprocessing,
@@ -78,7 +91,7 @@ def _search(scores: CaseScores, cases: Sequence[int], config: PostprocessConfig)
     """Per region in turn (WT, TC, ET), then the ET total: the best candidate by mean score, kept
     only where it beats the rule so far by the margin (ties go to the smaller size)."""
     current = configured(config)
-    if not config.search or len(cases) < config.min_cases:
+    if not _may_search(config, len(cases)):
         return current
     for index in range(len(REGIONS)):
         def with_size(size: int, rule: Postprocessing = current, i: int = index) -> Postprocessing:
@@ -107,11 +120,10 @@ def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     scores = CaseScores(pairs, rules)
     everyone = list(range(len(pairs)))
     chosen = _search(scores, everyone, config)
-    searched = config.search and len(pairs) >= config.min_cases
+    searched = _may_search(config, len(pairs))
     held_out = [_search(scores, [c for c in everyone if c != case], config) if searched else chosen
                 for case in everyone]
-    per_case = [scores.regions(case, rule) for case, rule in zip(everyone, held_out)]
+    per_case = [scores.regions(case, rule) for case, rule in zip(everyone, held_out, strict=True)]
     legacy = {r: float(np.mean([s[r][0] for s in per_case])) for r in REGIONS}
     lesion = {r: float(np.mean([s[r][1] for s in per_case])) for r in REGIONS}
-    labels = [rule.apply(pairs[case][0]) for case, rule in zip(everyone, held_out)]
-    return PostprocessChoice(chosen, searched, legacy, lesion, labels)
+    return PostprocessChoice(chosen, searched, legacy, lesion, held_out, [prediction for prediction, _ in pairs])
