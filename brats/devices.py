@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from .device_names import check_device_name
 from .errors import ConfigError
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """`auto` picks this process's GPU when there is one, else the CPU."""
+    check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)

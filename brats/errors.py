@@ -34,8 +34,32 @@ class ConfigError(BratsError):
     """An option or config file value cannot be used."""
 
 
+class OutputError(BratsError):
+    """An output file cannot be written (full disk, permissions); nothing half-written is kept."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{printable(self.path)}: cannot be written ({reason}); nothing half-written was kept")
+
+
+class BusyError(BratsError):
+    """Another run is writing the same output folder."""
+
+
+class TrainingDiverged(BratsError):
+    """Training produced a non-finite loss or weights; the last good checkpoints are kept."""
+
+
 class CheckpointError(BratsError):
     """A checkpoint is missing, unreadable, unsafe, or does not fit the requested run."""
+
+
+def printable(text: str) -> str:
+    """`text` with every control character (a newline in a folder name, an escape sequence) written
+    as its escape, so that one message is always one line and cannot forge another."""
+    if all(ch.isprintable() for ch in text):
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def shortened(message: str, limit: int = 160) -> str:

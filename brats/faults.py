@@ -1,6 +1,7 @@
 """Fault injection for the reliability tests: die by SIGKILL at a named point.
 
-`BRATS_FAULT=<point>[:<n>]` kills the process the n-th time (default 1st) it reaches `point`.
+`BRATS_FAULT=<point>[:<n>]` kills the process the n-th time (default 1st) it reaches `point`;
+with `BRATS_FAULT_ERROR=ENOSPC` it raises that OSError there instead (a full disk).
 With `BRATS_FAULT_ONCE=<file>`, only the first process to get there dies (it creates the file
 first), so that a restarted Dask worker carries on. Unset (always, outside tests) it costs one
 dictionary lookup per call.
@@ -8,6 +9,7 @@ dictionary lookup per call.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -26,6 +28,10 @@ def fault_point(name: str) -> None:
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] != int(nth or 1):
         return
+    error = os.environ.get("BRATS_FAULT_ERROR")
+    if error:
+        code = getattr(errno, error)
+        raise OSError(code, os.strerror(code))
     once = os.environ.get("BRATS_FAULT_ONCE")
     if once:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import functools
 import logging
 import os
@@ -12,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import BusyError, ConfigError, OutputError, printable
+from .faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,62 @@ def check_output(path: str | Path, what: str, folder: bool = True) -> Path:
 def replaced_on_success(path: Path, suffix: str = "") -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed over `path` when the block succeeds,
     removed when it fails. Readers and crashes see the old file or the new one, never half.
-    `suffix` keeps an extension that writers look at (`.nii.gz`)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp{suffix}")
-    try:
+    `suffix` keeps an extension that writers look at (`.nii.gz`). A file-system error (a full
+    disk) becomes an OutputError naming `path`."""
+    with replaced_together([path], suffix) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
+
+
+@contextmanager
+def replaced_together(paths: list[Path], suffix: str = "") -> Iterator[list[Path]]:
+    """Temporary paths for files that belong together (a report, its provenance, its plot): all
+    are renamed into place once every one is written, or none is (the old ones stay)."""
+    paths = [Path(p) for p in paths]
+    tmps = [p.with_name(f".{p.name}.{uuid.uuid4().hex}.tmp{suffix}") for p in paths]
+    current = paths[0]
+    try:
+        yield tmps
+        fault_point("output:written")
+        for current, tmp in zip(paths, tmps):
+            os.replace(tmp, current)
+    except OSError as error:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise OutputError(current, str(error.strerror or error)) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def check_not_inside(out: str | Path, inputs: str | Path, what: str, inputs_what: str) -> None:
+    """Refuse an output folder that is, or lies inside, a folder read as input: what is written
+    there could replace an input file, or be read as one by the next run."""
+    out_real, in_real = Path(out).resolve(), Path(inputs).resolve()
+    if out_real == in_real or in_real in out_real.parents:
+        raise ConfigError(f"{printable(str(out))}: {what} lies inside {inputs_what} {printable(str(inputs))}, whose "
+                          "files are read as input; give a folder outside it")
+
+
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder`'s lock for `what` (a run writing there) or refuse at once: two runs never write
+    one folder. The lock dies with its process; the file `.brats-<what>.lock` stays, harmless."""
+    path = folder / f".brats-{what}.lock"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise BusyError(f"{printable(str(folder))}: another `brats {what}` (process {owner}) is writing here; "
+                            "wait for it to finish or give another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,3 +10,6 @@ NECROSIS, EDEMA, ENHANCING = 1, 2, 3
 
 REGIONS: dict[str, tuple[int, ...]] = {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}
 """Whole tumour, tumour core, enhancing tumour: region name -> store labels, in nesting order."""
+
+CONVENTION_NAMES: tuple[str, ...] = ("2021", "2023")
+"""The label conventions a stored case may be exported in (`pipeline.naming.CONVENTIONS`)."""

@@ -216,7 +216,7 @@ def test_a_damaged_checkpoint_is_one_line_and_not_called_unsafe(tmp_path):
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])  # a copy that stopped half-way
     proc = console("score", "--ckpt", "cut.pt", cwd=tmp_path)
-    one_line_error(proc, "cut.pt: damaged or not a checkpoint")
+    one_line_error(proc, "cut.pt: damaged or not a brats checkpoint")
     assert "refused" not in proc.stderr
 
 

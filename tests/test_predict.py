@@ -61,7 +61,8 @@ def test_raw_cases_of_both_namings_in_their_own_geometry_and_labels(tiny_store, 
     assert "predict: 2 written, 0 up to date, 2 refused" in result.output
     assert "refused: " in result.output and "broken_t2.nii.gz" in result.output
     assert "partial" in result.output and "missing modality file(s) _flair" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["new.nii.gz", "old.nii.gz"]  # nothing half-written left
+    assert sorted(p.name for p in out.iterdir()) == [".brats-predict.lock", "new.nii.gz", "old.nii.gz",
+                                                      "predictions.json"]  # nothing half-written left
     for case_id, naming, enhancing in (("old", "_t1", 4), ("new", "-t1n", 3)):
         source = nib.load(raw / case_id / f"{case_id}{naming}.nii.gz")
         saved = nib.load(out / f"{case_id}.nii.gz")
@@ -116,8 +117,9 @@ def test_command_line_errors(tiny_store, tmp_path):
     assert predict("--store", str(tiny_store), "a", "b", "--ckpt", str(ckpt)).exit_code == 2
     result = predict(str(tmp_path / "nothing"), str(tmp_path / "seg"), "--ckpt", str(ckpt))
     assert result.exit_code == 3 and "does not exist" in result.output
-    result = predict(str(tmp_path), str(tmp_path / "seg"), "--ckpt", str(tmp_path / "none.pt"))
+    (tmp_path / "in").mkdir()
+    result = predict(str(tmp_path / "in"), str(tmp_path / "seg"), "--ckpt", str(tmp_path / "none.pt"))
     assert result.exit_code == 3 and "no such checkpoint" in result.output
     (tmp_path / "file").write_text("")
-    result = predict(str(tmp_path), str(tmp_path / "file"), "--ckpt", str(ckpt))
+    result = predict(str(tmp_path / "in"), str(tmp_path / "file"), "--ckpt", str(ckpt))
     assert result.exit_code == 3 and "must be a folder" in result.output

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from brats.errors import CheckpointError, ConfigError, InvalidCaseError, StoreError
+from brats.errors import CheckpointError, ConfigError, StoreError
 from brats.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
 from brats.metrics import EMPTY_HD95, dice, hd95, region_metrics
 from brats.pipeline.discovery import discover_cases
@@ -122,7 +122,7 @@ def test_exported_predictions_round_trip_to_the_raw_geometry(tmp_path, naming):
         seg[seg == 4] = 3
     affine = np.array([[-1.0, 0, 0, 90], [0, -1.0, 0, 120], [0, 0, 1.0, -70], [0, 0, 0, 1]])
     write_case(tmp_path / "raw" / "c1", "c1", mods, seg, naming=naming, affine=affine)
-    case = next(raw_cases(raw_case_list(tmp_path / "raw")))
+    case = next(raw_cases(raw_case_list(tmp_path / "raw")[0]))
     path = save_prediction(tmp_path / "pred", case, case.reference)
     saved = nib.load(path)
     raw_seg = nib.load(discover_cases(tmp_path / "raw")[0].files["seg"])
@@ -131,7 +131,7 @@ def test_exported_predictions_round_trip_to_the_raw_geometry(tmp_path, naming):
 
 
 def test_realdata_exports_round_trip(realdata, tmp_path):
-    labelled = [c for c in raw_case_list(realdata) if c.labelled][:2]
+    labelled = [c for c in raw_case_list(realdata)[0] if c.labelled][:2]
     for case in raw_cases(labelled):
         path = save_prediction(tmp_path, case, case.reference)
         raw = next(c for c in labelled if c.case_id == case.case_id)
@@ -157,11 +157,12 @@ def test_pred_scores_a_known_pair(tmp_path):
     assert (c1["dice_wt"], c1["dice_et"], c1["hd95_et"]) == (1.0, 1.0, 0.0)
     assert (c2["dice_wt"], c2["dice_tc"], c2["dice_et"], c2["hd95_et"]) == (1.0, 1.0, 0.0, EMPTY_HD95)
     assert table.iloc[2]["dice_et"] == 0.5 and result.scored == 2 and result.plot.is_file()
-    nib.save(nib.Nifti1Image(seg[:-1], affine), pred / "c2.nii.gz")
-    with pytest.raises(InvalidCaseError, match="c2.nii.gz: shape"):
-        run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "t.csv")),
-                    progress=False)
-    assert not (tmp_path / "t.csv").exists()
+    nib.save(nib.Nifti1Image(seg[:-1], affine), pred / "c2.nii.gz")  # unusable: skipped, named, exit 1
+    result = run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "t.csv")),
+                         progress=False)
+    assert result.scored == 1 and result.exit_code == 1 and len(result.skipped) == 1
+    assert "c2.nii.gz: shape" in result.skipped[0]
+    assert list(pd.read_csv(tmp_path / "t.csv")["case_id"][:1]) == ["c1"]
 
 
 def test_errors(tiny_store, tmp_path):

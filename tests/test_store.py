@@ -8,9 +8,9 @@ from brats.errors import StoreError, StoreMismatchError
 from brats.store import layout
 from brats.store.index import INDEX_COLUMNS, read_index, write_index
 from brats.store.locks import case_lock
-from brats.store.reader import list_case_ids, open_case, read_case_record, read_store_attrs
+from brats.store.reader import checksum, list_case_ids, open_case, read_case_record, read_store_attrs
 from brats.store.schema import SCHEMA_VERSION, CaseRecord, SourceFile, StoreAttrs
-from brats.store.writer import checksum, create_or_check_store, recover_case, write_case
+from brats.store.writer import create_or_check_store, recover_case, write_case
 
 
 def record(case_id):
@@ -19,7 +19,8 @@ def record(case_id):
                       fingerprint="f" * 64, params_fingerprint="p" * 16, original_shape=(8, 9, 10),
                       cropped_shape=(4, 5, 6), crop_box=((1, 5), (2, 7), (3, 9)), affine=tuple(map(tuple, np.eye(4))),
                       spacing=(1.0, 1.0, 1.0), normalization={}, voxels={"brain": 10, "wt": 3, "tc": 2, "et": 1},
-                      ingested_at="now", brats_version="0")
+                      ingested_at="now", brats_version="0",
+                      checksums={name: "0" * 8 for name in ("image", "label", "loc_wt", "loc_tc", "loc_et")})
 
 
 def test_the_case_record_round_trips_through_the_zarr_attributes(tmp_path):
@@ -28,16 +29,48 @@ def test_the_case_record_round_trips_through_the_zarr_attributes(tmp_path):
     assert json.loads(json.dumps(original.to_attrs())) == original.to_attrs()  # plain JSON
     attrs = original.to_attrs()
     del attrs["crop_box"]
-    with pytest.raises(StoreError, match="here: damaged case record"):
+    with pytest.raises(StoreError, match="here: case record was edited or damaged since ingest"):
         CaseRecord.from_attrs(attrs, "here")
     np.testing.assert_array_equal(original.cropped_affine[:3, 3], [1, 2, 3])
+
+
+def resealed(attrs):
+    """Attributes edited by someone who also recomputed the record's own checksum."""
+    from brats.store.schema import RECORD_CHECKSUM, record_digest
+
+    attrs = {k: v for k, v in attrs.items() if k != RECORD_CHECKSUM}
+    return {**attrs, RECORD_CHECKSUM: record_digest(attrs)}
+
+
+@pytest.mark.parametrize("edit,problem", [
+    ({"crop_box": [[1, 5], [2, 7], [3, 99]]}, "crop box .* lies outside the volume"),
+    ({"original_shape": [2, 9, 10]}, "crop box .* lies outside the volume"),
+    ({"cropped_shape": [4, 5, 7]}, "cropped size 7 of axis 2 differs"),
+    ({"convention": "1999"}, "unknown label convention"),
+    ({"spacing": [1.0, float("nan"), 1.0]}, "spacing"),
+    ({"checksums": {}}, "no checksum for array"),
+    ({"crop_box": None}, "damaged case record"),
+])
+def test_a_resealed_but_inconsistent_record_is_refused(edit, problem):
+    with pytest.raises(StoreError, match=problem):
+        CaseRecord.from_attrs(resealed({**record("c1").to_attrs(), **edit}), "here")
+
+
+def test_a_record_without_its_own_checksum_is_refused():
+    from brats.store.schema import RECORD_CHECKSUM
+
+    attrs = record("c1").to_attrs()
+    del attrs[RECORD_CHECKSUM]
+    with pytest.raises(StoreError, match="no checksum of its own"):
+        CaseRecord.from_attrs(attrs, "here")
 
 
 def arrays():
     rng = np.random.default_rng(0)
     return {"image": rng.normal(size=(4, 4, 5, 6)).astype(np.float16),
             "label": rng.integers(0, 4, (4, 5, 6)).astype(np.uint8),
-            "loc_wt": np.array([[1, 2, 3]], np.uint16)}
+            "loc_wt": np.array([[1, 2, 3]], np.uint16), "loc_tc": np.array([[1, 2, 3]], np.uint16),
+            "loc_et": np.zeros((0, 3), np.uint16)}
 
 
 def test_create_check_and_mismatch(tmp_path):
@@ -96,8 +129,10 @@ def test_incomplete_case_is_invisible_and_cleaned(tmp_path):
     root = create_or_check_store(tmp_path / "s", {})
     half = layout.staging_dir(root) / "c2.deadbeef"
     (half / "image").mkdir(parents=True)  # a writer killed before its rename
-    (layout.case_dir(root, "c3")).mkdir(parents=True)  # a folder without a record
     assert list_case_ids(root) == [] and read_case_record(root, "c2") is None
+    (layout.case_dir(root, "c3")).mkdir(parents=True)  # a folder without a record: damage, never skipped
+    with pytest.raises(StoreError, match="c3: case folder without a readable record"):
+        list_case_ids(root)
     with case_lock(root, "c2"):
         recover_case(root, "c2")
     assert not half.exists()

@@ -193,7 +193,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     data = (tmp_path / "good.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     for damaged in ("junk.pt", "truncated.pt"):  # damage is not reported as a security refusal
-        with pytest.raises(CheckpointError, match="damaged or not a checkpoint") as error:
+        with pytest.raises(CheckpointError, match="damaged or not a brats checkpoint") as error:
             load_checkpoint(tmp_path / damaged)
         message = str(error.value)
         assert "refused" not in message and "\n" not in message

@@ -107,7 +107,7 @@ def test_trailing_garbage_after_data(tmp_path):
     img = nib.Nifti1Image(arr, np.eye(4))
     body = img.header.binaryblock + b"\0" * 4 + arr.tobytes(order="F") + b"extra bytes"
     (tmp_path / "g.nii.gz").write_bytes(gzip.compress(body))
-    refused(tmp_path / "g.nii.gz", "more data")
+    refused(tmp_path / "g.nii.gz", "holds 11 more bytes than the NIfTI header describes")
 
 
 def case_problem(tmp_path, mods, seg, naming="2021", affines=None):

@@ -42,13 +42,20 @@ def test_each_kind_of_damage_is_reported(tiny_store, tmp_path):
     problems = [p.line() for p in verify_store(store)]
     assert any("00000/label: content differs from the checksum" in p for p in problems)
     assert any("00001/image" in p and ("unreadable" in p or "checksum" in p) for p in problems)
-    assert any("00002: incomplete case" in p for p in problems)
+    assert any("00002: case folder without a readable record" in p for p in problems)
     assert any("00003: listed in the index but absent" in p for p in problems)
     assert any(".staging/BraTS2021_00003.abc: left by an interrupted ingest" in p for p in problems)
     result = CliRunner().invoke(cli, ["verify", str(store)])
     assert result.exit_code == 1 and result.output.count("\n") == len(problems) + 1
+    assert "--redo-damaged" in result.output.splitlines()[-1]
 
 
-def test_not_a_store(tmp_path):
-    result = CliRunner().invoke(cli, ["verify", str(tmp_path)])
-    assert result.exit_code == 1 and "not a brats store" in result.output
+def test_not_a_store_is_a_fatal_error(tmp_path, synth_raw, reliability):
+    """Exit 3 as the help says, for a missing folder, an empty one, and a raw folder."""
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "missing", tmp_path / "empty", synth_raw):
+        result = CliRunner().invoke(cli, ["verify", str(folder)])
+        assert result.exit_code == 3 and "not a brats store" in result.output, result.output
+        assert result.output.count("\n") == 1
+    reliability("bad input", "`brats verify` of a missing folder, an empty one, a raw folder", 3,
+                "exit 3 as its help says, one line: `not a brats store (run `brats ingest RAW --out ...` first)`")

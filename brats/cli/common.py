@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..errors import BratsError
+from ..errors import BratsError, printable
 
 EXIT_FATAL = 3
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
@@ -59,6 +59,12 @@ def quiet_dask() -> None:
     logging.getLogger("distributed").setLevel(logging.DEBUG if _VERBOSE[0] > 1 else logging.ERROR)
 
 
+def line(text: str) -> str:
+    """A message as exactly one line: its first line, control characters (a newline in a folder
+    name) written as escapes so that no name can forge a second message."""
+    return printable(str(text).strip())
+
+
 def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a BratsError or an OSError into one line on stderr and exit code 3."""
 
@@ -67,14 +73,14 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except BratsError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(line(f"error: {exc}"), err=True)
             sys.exit(EXIT_FATAL)
         except OSError as exc:  # the file system said no (full disk, permissions): one line, not a traceback
             where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            click.echo(line(f"error: {where}{exc.strerror or exc}"), err=True)
             sys.exit(EXIT_FATAL)
         except Interrupted as exc:
-            click.echo(f"interrupted: {exc}", err=True)
+            click.echo(line(f"interrupted: {exc}"), err=True)
             sys.exit(EXIT_INTERRUPTED)
         except KeyboardInterrupt:
             click.echo("interrupted: nothing half-written was kept; run the same command again to continue", err=True)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..inference_config import InferenceConfig
-from .common import Interrupted, progress_option, reports_errors
+from .common import Interrupted, line, progress_option, reports_errors
 
 
 @click.command()
@@ -23,7 +23,8 @@ from .common import Interrupted, progress_option, reports_errors
 @click.option("--postprocess/--no-postprocess", default=True, show_default=True,
               help="Apply the checkpoint's postprocessing (small stray components removed, never a region's "
                    "largest inside each tumour; small ET relabelled if it does).")
-@click.option("--overwrite", is_flag=True, help="Predict again cases whose output is newer than their inputs.")
+@click.option("--overwrite", is_flag=True,
+              help="Predict every case again, also replacing segmentations in OUT made by another model or options.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @progress_option
 @reports_errors
@@ -36,13 +37,16 @@ def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
     brats predict new_patients/ seg/ --ckpt fold0/best.pt --ckpt fold1/best.pt --tta
     brats predict --store store/ --cases val seg/ --ckpt best.pt
 
-    Outputs are written whole (never half a file); a case whose output is newer than its
-    inputs is skipped, so running the command again continues an interrupted run.
+    Outputs are written whole (never half a file), never inside IN, by one run at a time.
+    OUT/predictions.json records the checkpoints (SHA-256), options and brats version that made
+    them and the inputs of each: a case made by this model from the same inputs is skipped, so
+    running the command again continues an interrupted run; segmentations made by another model
+    or options are refused unless --overwrite.
 
     \b
     Exit codes: 0 every case written or up to date; 1 some cases refused (listed, the
     others predicted); 2 bad command line; 3 fatal error (unusable checkpoint, no case,
-    unwritable OUT).
+    unwritable OUT, OUT inside IN or in use, OUT holding another model's segmentations).
     """
     wanted = 1 if options["store"] else 2
     if len(paths) != wanted:
@@ -56,6 +60,6 @@ def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
         raise Interrupted(f"the segmentations written so far are complete files in {out}; "
                           "run the same command again to predict the rest") from None
     for refusal in summary.refused:
-        click.echo(f"refused: {refusal.problem}", err=True)
+        click.echo(line(f"refused: {refusal.problem}"), err=True)
     click.echo(summary.line())
     sys.exit(summary.exit_code)

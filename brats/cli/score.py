@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..inference_config import InferenceConfig
 from ..lesionwise import CHALLENGES
-from .common import Interrupted, progress_option, reports_errors
+from .common import Interrupted, line, progress_option, reports_errors
 
 
 @click.command()
@@ -49,8 +51,9 @@ def score(progress: bool, **options: object) -> None:
     brats score --ckpt best.pt --figures figs/  and a picture of every case
 
     \b
-    Exit codes: 0 scored; 2 bad command line (neither --ckpt nor --pred); 3 fatal error
-    (unusable checkpoint, missing cases or predictions, unwritable --out).
+    Exit codes: 0 scored; 1 some raw cases or prediction files unusable (each named, skipped; the
+    others scored); 2 bad command line (neither --ckpt nor --pred); 3 fatal error (unusable
+    checkpoint, missing or damaged store cases, unwritable --out).
     """
     if not options["ckpt"] and not options["pred"]:
         raise click.UsageError("give --ckpt to predict with a model, or --pred DIR to score existing segmentations")
@@ -62,7 +65,10 @@ def score(progress: bool, **options: object) -> None:
     except KeyboardInterrupt:
         raise Interrupted("no score table was written (it is written whole at the end); predictions saved so far "
                           "are complete files; run the same command again") from None
+    for skipped in result.skipped:
+        click.echo(line(f"skipped: {skipped}"), err=True)
     if result.scored:
         click.echo(summary_text(result.table, result.challenge))
         click.echo(result.worst_text())
     click.echo(result.line())
+    sys.exit(result.exit_code)

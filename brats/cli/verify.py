@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import reports_errors
+from .common import line, reports_errors
 
 
 @click.command()
@@ -18,12 +18,16 @@ def verify(store: str) -> None:
 
     \b
     One line per problem. Exit codes: 0 the store is clean; 1 problems found; 2 bad command
-    line; 3 fatal error (not a brats store).
+    line; 3 fatal error (STORE missing, empty or not a brats store of this version).
     """
     from ..store.verify import verify_store
 
     problems = verify_store(store)
     for problem in problems:
-        click.echo(problem.line())
-    click.echo(f"verify: {store}: " + (f"{len(problems)} problem(s)" if problems else "clean"))
+        click.echo(line(problem.line()))
+    if problems:
+        click.echo(line(f"verify: {store}: {len(problems)} problem(s); rewrite damaged cases from their raw files with "
+                        f"`brats ingest RAW --out {store} --redo-damaged`"))
+    else:
+        click.echo(line(f"verify: {store}: clean"))
     sys.exit(1 if problems else 0)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BratsError
+from ..errors import BratsError, printable, shortened
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,28 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+ADDRESS = re.compile(r"(tcp|tls|inproc|ucx|ws|wss)://\S+|[\w.-]+:\d+")
+
+
+def scheduler_address(scheduler: str) -> str:
+    """The address of `scheduler`: an address itself, or read from a scheduler file (the JSON that
+    `dask scheduler --scheduler-file` and dask-jobqueue write); SchedulerError otherwise."""
+    path = Path(scheduler)
+    if path.exists():
+        try:
+            address = json.loads(path.read_text())["address"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SchedulerError(f"{printable(scheduler)}: not a Dask scheduler file (a JSON object with an "
+                                 f"\"address\"; {type(exc).__name__})") from None
+        if not isinstance(address, str) or not ADDRESS.fullmatch(address):
+            raise SchedulerError(f"{printable(scheduler)}: its address {address!r} is not a Dask scheduler address")
+        return address
+    if not ADDRESS.fullmatch(scheduler):
+        raise SchedulerError(f"{printable(scheduler)}: neither a scheduler address (tcp://host:8786) nor an "
+                             "existing scheduler file")
+    return scheduler
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
     """A connected `distributed.Client`, closed (and its cluster stopped) on exit.
@@ -36,13 +60,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     from distributed import Client, LocalCluster
 
     if scheduler:
+        address = scheduler_address(scheduler)
         try:
-            if Path(scheduler).is_file():
-                client = Client(scheduler_file=scheduler, timeout="20s")
-            else:
-                client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise SchedulerError(f"cannot reach Dask scheduler {scheduler}: {exc}") from None
+            client = Client(address, timeout="20s")
+        except (OSError, TimeoutError, ValueError, AssertionError, KeyError) as exc:
+            raise SchedulerError(f"cannot reach Dask scheduler {printable(scheduler)}: "
+                                 f"{shortened(str(exc), 120) or type(exc).__name__}") from None
         try:
             yield client
         finally:

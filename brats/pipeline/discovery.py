@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DiscoveryError
+from ..store.layout import case_id_problem
 from .naming import MODALITIES, Convention, parse_filename
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,6 @@ class RawCase:
     def roles(self) -> tuple[str, ...]:
         """Roles in load order: the four modalities, then the seg if present."""
         return MODALITIES + (("seg",) if self.labelled else ())
-
-
-def unsafe_case_id_reason(case_id: str) -> str | None:
-    """Why a case id cannot name a folder in the store, or None when it is safe."""
-    if case_id in (".", "..") or case_id.startswith("."):
-        return "case id starts with '.', which could escape or hide in the store"
-    if case_id.startswith("__"):
-        return "case id starts with '__', which Zarr reserves"
-    if any(ch in case_id for ch in ("/", "\\", "\x00")) or any(ord(ch) < 32 for ch in case_id):
-        return "case id holds a path separator or a control character"
-    if len(case_id.encode("utf-8")) > 200:
-        return "case id is longer than 200 bytes"
-    return None
 
 
 def _group_files(raw_dir: Path) -> dict[tuple[Path, str], list[tuple[Convention, str, Path]]]:
@@ -84,7 +72,7 @@ def _make_case(folder: Path, case_id: str, entries: list[tuple[Convention, str, 
         wanted = ", ".join(conv.separator + conv.suffixes[m] for m in missing)
         return RawCase(case_id, folder, conv, files, problem=f"missing modality file(s) {wanted}",
                        problem_file=folder / case_id)
-    reason = unsafe_case_id_reason(case_id)
+    reason = case_id_problem(case_id)
     if reason:
         return RawCase(case_id, folder, conv, files, problem=reason, problem_file=first)
     return RawCase(case_id, folder, conv, files)

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import InvalidCaseError, StoreError
+from ..errors import InvalidCaseError, StoreError, shortened
 from ..faults import fault_point
 from ..files import keep_freed_memory, replaced_on_success
 from ..store import layout
@@ -22,6 +23,8 @@ from ..store.index import write_index
 from ..store.locks import case_lock
 from ..store.reader import read_case_record
 from ..store.schema import CaseRecord, SourceFile
+from ..store.stale import clear_stale, mark_stale, stale_cases
+from ..store.verify import verify_case
 from ..store.writer import create_or_check_store, recover_case, sweep_debris, write_case
 from .cluster import dask_client
 from .config import IngestConfig
@@ -98,11 +101,29 @@ def _case_record(loaded: LoadedCase, pre: PreprocessedCase, fingerprint: str, pa
     )
 
 
-def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResult:
+def previous_record(root: Path, case_id: str) -> CaseRecord | None:
+    """The stored record of a case, or None when absent or damaged (a damaged case is ingested again)."""
+    try:
+        return read_case_record(root, case_id)
+    except StoreError as error:
+        log.info("%s: ingested again", error)
+        return None
+
+
+def _refused(root: Path, raw: RawCase, previous: CaseRecord | None, file: str, problem: str) -> None:
+    """A case whose raw files changed and were rejected keeps its previous version, marked stale
+    (caller holds the case lock)."""
+    if previous is not None:
+        mark_stale(root, raw.case_id, file, problem)
+
+
+def ingest_case(raw: RawCase, store_root: str, config: IngestConfig, force: bool = False) -> CaseResult:
     """Validate, preprocess and atomically store one case (the body of each Dask task).
 
     Holds the case's lock throughout, so two runs never write the same case; after taking
-    it, a case that another run just stored is seen as unchanged.
+    it, a case that another run just stored is seen as unchanged (unless `force`: a case whose
+    stored arrays are damaged). A case that fails in a way no check foresaw is reported as
+    failed, and the other cases go on.
     """
     start = time.perf_counter()
     keep_freed_memory()  # in a Dask worker too, whose nanny sets MALLOC_TRIM_THRESHOLD_
@@ -111,30 +132,38 @@ def ingest_case(raw: RawCase, store_root: str, config: IngestConfig) -> CaseResu
     def result(status: str, file: str = "", problem: str = "") -> CaseResult:
         return CaseResult(raw.case_id, status, file, problem, round(time.perf_counter() - start, 3))
 
-    if raw.problem:
-        return result("rejected", str(raw.problem_file or raw.folder), raw.problem)
     params = config.store_params()
     params_fp = params_fingerprint(params)
     with case_lock(root, raw.case_id):
         fault_point("ingest:case-locked")
         recover_case(root, raw.case_id)
-        previous = read_case_record(root, raw.case_id)
-        if previous and stats_unchanged(previous, raw.files, params_fp):
+        previous = previous_record(root, raw.case_id)
+        if raw.problem:
+            file = str(raw.problem_file or raw.folder)
+            _refused(root, raw, previous, file, raw.problem)
+            return result("rejected", file, raw.problem)
+        if previous and not force and stats_unchanged(previous, raw.files, params_fp):
+            clear_stale(root, raw.case_id)
             return result("unchanged")
         try:
             sources = open_sources(raw, config.limits, config.affine_atol)
             fingerprint = case_fingerprint({r: s.sha256 for r, s in sources.items()}, params)
-            if previous and previous.fingerprint == fingerprint:
+            if previous and not force and previous.fingerprint == fingerprint:
+                clear_stale(root, raw.case_id)
                 return result("unchanged")
             loaded = decode_case(raw, sources)
             pre = preprocess_case(loaded, config.preprocess)
-        except InvalidCaseError as exc:
-            return result("rejected", exc.file, exc.problem)
-        record = _case_record(loaded, pre, fingerprint, params_fp)
-        try:
+            record = _case_record(loaded, pre, fingerprint, params_fp)
             write_case(root, raw.case_id, _case_arrays(pre), record)
+        except InvalidCaseError as exc:
+            _refused(root, raw, previous, exc.file, exc.problem)
+            return result("rejected", exc.file, exc.problem)
         except StoreError as exc:
             return result("failed", str(layout.case_dir(root, raw.case_id)), str(exc))
+        except Exception as exc:  # noqa: BLE001 - a case no check foresaw must not end the run
+            log.debug("%s failed", raw.case_id, exc_info=True)
+            return result("failed", str(raw.folder), f"unexpected {type(exc).__name__}: {shortened(str(exc), 120)}")
+        clear_stale(root, raw.case_id)
     return result("ingested")
 
 
@@ -161,29 +190,29 @@ class _Progress:
         self.bar.close()
 
 
-def _run_local(todo: list[RawCase], root: Path, config: IngestConfig, bar: _Progress) -> list[CaseResult]:
+def _run_local(todo: list[tuple[RawCase, bool]], root: Path, config: IngestConfig, bar: _Progress) -> list[CaseResult]:
     results = []
-    for raw in todo:
-        results.append(ingest_case(raw, str(root), config))
+    for raw, force in todo:
+        results.append(ingest_case(raw, str(root), config, force))
         bar.update()
     return results
 
 
-def _run_dask(todo: list[RawCase], root: Path, config: IngestConfig, bar: _Progress, scheduler: str | None,
-              workers: int | None) -> list[CaseResult]:
+def _run_dask(todo: list[tuple[RawCase, bool]], root: Path, config: IngestConfig, bar: _Progress,
+              client: Any) -> list[CaseResult]:
     from distributed import as_completed
 
     results = []
-    with dask_client(scheduler, workers) as client:
-        futures = {client.submit(ingest_case, raw, str(root), config, key=f"ingest-{uuid.uuid4().hex}",
-                                 retries=2, pure=False): raw for raw in todo}
-        for future in as_completed(futures):
-            raw = futures[future]
-            try:
-                results.append(future.result())
-            except Exception as exc:  # a worker died repeatedly, or a bug: record it, go on
-                results.append(CaseResult(raw.case_id, "failed", str(raw.folder), f"{type(exc).__name__}: {exc}"))
-            bar.update()
+    futures = {client.submit(ingest_case, raw, str(root), config, force, key=f"ingest-{uuid.uuid4().hex}",
+                             retries=2, pure=False): raw for raw, force in todo}
+    for future in as_completed(futures):
+        raw = futures[future]
+        try:
+            results.append(future.result())
+        except Exception as exc:  # a worker died repeatedly: record it, go on
+            results.append(CaseResult(raw.case_id, "failed", str(raw.folder),
+                                      f"{type(exc).__name__}: {shortened(str(exc), 120)}"))
+        bar.update()
     return results
 
 
@@ -200,36 +229,48 @@ def write_report(root: Path, results: list[CaseResult]) -> Path:
 
 
 def run_ingest(raw_dir: str | Path, store_dir: str | Path, config: IngestConfig = IngestConfig(), *,
-               workers: int | None = None, scheduler: str | None = None, progress: bool = True) -> IngestSummary:
+               workers: int | None = None, scheduler: str | None = None, progress: bool = True,
+               redo_damaged: bool = False) -> IngestSummary:
     """Ingest every new or changed case of `raw_dir` into `store_dir`; idempotent and incremental.
 
     `workers=0` runs in this process without Dask (debugging); otherwise one task per case
-    runs on a LocalCluster of `workers` processes, or on the cluster at `scheduler`.
+    runs on a LocalCluster of `workers` processes, or on the cluster at `scheduler` (reached
+    before anything is created). Damaged case records are always rewritten from the raw files;
+    `redo_damaged` also checks every stored array as `brats verify` does and rewrites the cases
+    it finds damaged.
     """
     start = time.perf_counter()
     cases = discover_cases(raw_dir)
-    root = create_or_check_store(store_dir, config.store_params()).resolve()
-    if swept := sweep_debris(root):
-        log.info("cleaned what interrupted writes of %d case(s) left", swept)
-    params_fp = params_fingerprint(config.store_params())
-    results: list[CaseResult] = []
-    todo: list[RawCase] = []
-    for raw in cases:
-        if raw.problem:
-            results.append(CaseResult(raw.case_id, "rejected", str(raw.problem_file or raw.folder), raw.problem))
-            continue
-        previous = read_case_record(root, raw.case_id)
-        if previous and stats_unchanged(previous, raw.files, params_fp):
-            results.append(CaseResult(raw.case_id, "unchanged"))
-        else:
-            todo.append(raw)
-    log.info("%d cases found, %d to process", len(cases), len(todo))
-    if todo:
-        with _Progress(len(todo), progress) as bar:
-            if workers == 0:
-                results += _run_local(todo, root, config, bar)
+    with ExitStack() as stack:
+        client = stack.enter_context(dask_client(scheduler, workers)) if scheduler else None
+        root = create_or_check_store(store_dir, config.store_params()).resolve()
+        if swept := sweep_debris(root):
+            log.info("cleaned what interrupted writes of %d case(s) left", swept)
+        params_fp = params_fingerprint(config.store_params())
+        results: list[CaseResult] = []
+        todo: list[tuple[RawCase, bool]] = []
+        stale = stale_cases(root)
+        for raw in cases:
+            previous = previous_record(root, raw.case_id) if not layout.case_id_problem(raw.case_id) else None
+            if raw.problem and previous is None:
+                results.append(CaseResult(raw.case_id, "rejected", str(raw.problem_file or raw.folder), raw.problem))
+            elif raw.problem or raw.case_id in stale or not previous or not stats_unchanged(previous, raw.files,
+                                                                                          params_fp):
+                todo.append((raw, False))  # a rejected new version of a stored case is marked there
+            elif redo_damaged and any(verify_case(root, raw.case_id)):
+                todo.append((raw, True))
             else:
-                results += _run_dask(todo, root, config, bar, scheduler, workers)
+                results.append(CaseResult(raw.case_id, "unchanged"))
+        log.info("%d cases found, %d to process", len(cases), len(todo))
+        if todo:
+            with _Progress(len(todo), progress) as bar:
+                if workers == 0:
+                    results += _run_local(todo, root, config, bar)
+                elif client is not None:
+                    results += _run_dask(todo, root, config, bar, client)
+                else:
+                    with dask_client(None, workers) as local:
+                        results += _run_dask(todo, root, config, bar, local)
     results.sort(key=lambda r: r.case_id)
     for r in results:
         if r.status in ("rejected", "failed"):

@@ -68,7 +68,8 @@ def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]
 
     Integer scans (all BraTS data): exact statistics from a histogram of the codes, then one
     gather through a float16 lookup table, which fuses subtract, scale, mask, cast and memory
-    reorder. Float scans: float32 arithmetic with float64 sums. No clipping is needed: a
+    reorder. Float scans: float64 arithmetic (a finite float32 voxel squared overflows float32);
+    statistics that still overflow come back non-finite, and the caller refuses the case. No clipping is needed: a
     z-score cannot exceed sqrt(n) (Samuelson), far below the float16 range.
     """
     coded = _offset_codes(arr)
@@ -88,20 +89,21 @@ def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]
         lut[offset] = 0
         out[...] = lut[codes]  # gather in the source's order, then one reorder: faster than take(out=)
         return mean, std, n
-    a = np.array(arr, dtype=np.float32, order="C")
+    a = np.array(arr, dtype=np.float64, order="C")  # float32 arithmetic would overflow on finite values
     nonzero = a != 0
     n = int(np.count_nonzero(nonzero))
     if n == 0:
         return 0.0, 0.0, 0
-    mean = float(a.sum(dtype=np.float64)) / n
-    var = float(np.square(a).sum(dtype=np.float64)) / n - mean * mean
-    std = float(np.sqrt(max(var, 0.0)))
-    if std <= 1e-6 * max(1.0, abs(mean)):
-        return mean, 0.0, n
-    a -= np.float32(mean)
-    a *= np.float32(1.0 / std)
-    out[...] = 0
-    np.copyto(out, a, where=nonzero, casting="same_kind")
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused by the caller
+        mean = float(a.sum(dtype=np.float64)) / n
+        var = float(np.square(a).sum(dtype=np.float64)) / n - mean * mean
+        std = float(np.sqrt(var)) if var > 0 or not np.isfinite(var) else 0.0
+        if std <= 1e-6 * max(1.0, abs(mean)):
+            return mean, 0.0, n
+        a -= a.dtype.type(mean)
+        a *= a.dtype.type(1.0 / std)
+        out[...] = 0
+        np.copyto(out, a, where=nonzero, casting="same_kind")
     return mean, std, n
 
 
@@ -155,6 +157,11 @@ def preprocess_case(case: LoadedCase, cfg: PreprocessConfig = PreprocessConfig()
             raise InvalidCaseError(case.sources[role].path,
                                    f"{role} has {n} non-zero voxels and std {std:.3g} inside the brain box: "
                                    "no usable contrast")
+        # Integer scans cannot overflow (|z| <= sqrt(n)); float ones can, in their own arithmetic.
+        overflowed = arr.dtype.kind == "f" and not np.isfinite(image[c].sum(dtype=np.float32))
+        if not (np.isfinite(mean) and np.isfinite(std)) or overflowed:
+            raise InvalidCaseError(case.sources[role].path,
+                                   f"{role} cannot be normalised: its values overflow (mean {mean:.3g}, std {std:.3g})")
         normalization[role] = {"mean": mean, "std": std, "nonzero_voxels": n}
     label, locations, voxels = None, {}, {}
     if case.seg is not None:

@@ -115,9 +115,8 @@ def decode_case(raw: RawCase, sources: dict[str, NiftiSource]) -> LoadedCase:
     if raw.labelled:
         seg = check_seg_labels(sources["seg"], sources["seg"].load(), raw.convention)  # type: ignore[arg-type]
     ref = sources[MODALITIES[0]]
-    spacing = tuple(float(z) for z in ref.zooms)
     return LoadedCase(raw=raw, sources=sources, modalities=modalities, seg=seg, affine=ref.affine,
-                      spacing=spacing)  # type: ignore[arg-type]
+                      spacing=ref.spacing)
 
 
 def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = AFFINE_ATOL) -> LoadedCase:

@@ -16,9 +16,9 @@ from ..pipeline.discovery import RawCase, discover_cases
 from ..pipeline.preprocess import preprocess_case
 from ..pipeline.validation import load_case
 from ..readahead import prefetched
-from ..store.reader import list_case_ids, open_case
+from ..store.reader import read_case, scan_cases
 from ..store.schema import CaseRecord
-from ..store.volumes import iterate_volumes
+from ..store.volumes import CaseVolume, iterate_volumes
 
 
 @dataclass
@@ -50,7 +50,8 @@ def _from_record(case_id: str, image: torch.Tensor | None, reference: np.ndarray
 
 def select_store_cases(store: str | Path, which: str, validation: list[str]) -> list[str]:
     """`val` (the checkpoint's validation cases), `all`, or a file of case ids (one per line)."""
-    present = list_case_ids(Path(store))
+    scan = scan_cases(store)  # damaged cases are named when read, each with its problem
+    present = sorted({*scan.records, *scan.damaged})
     if not present:
         raise StoreError(f"{store}: not a brats store or holds no case")
     if which == "val":
@@ -70,27 +71,42 @@ def select_store_cases(store: str | Path, which: str, validation: list[str]) -> 
     return ids
 
 
-def store_cases(store: str | Path, case_ids: list[str], with_image: bool = True) -> Iterator[ScoreCase]:
-    """Store cases in order, the next one read by a thread while this one is used."""
+def store_cases(store: str | Path, case_ids: list[str], with_image: bool = True,
+                keep_errors: bool = False) -> Iterator[ScoreCase | BratsError]:
+    """Store cases in order, each checked against its record, the next one read by a thread while
+    this one is used. With `keep_errors` a damaged case is yielded as its StoreError instead of
+    ending the run."""
     if not with_image:
-        for case_id in case_ids:
-            case = open_case(store, case_id)
-            yield _from_record(case_id, None, case.label[...] if case.label is not None else None, case.record)
-        return
-    for volume in iterate_volumes(store, case_ids, workers=1):
+        volumes: Iterator[CaseVolume | BratsError] = (_reference(store, c) for c in case_ids)
+    else:
+        volumes = iterate_volumes(store, case_ids, workers=1, keep_errors=keep_errors)
+    for volume in volumes:
+        if isinstance(volume, BratsError):
+            if not keep_errors:
+                raise volume
+            yield volume
+            continue
         label = volume.label.numpy() if volume.label is not None else None
         yield _from_record(volume.case_id, volume.image, label, volume.record)
 
 
-def raw_case_list(raw_dir: str | Path) -> list[RawCase]:
-    """The raw cases, refusing the run at the first unusable one (named with its problem)."""
-    cases = discover_cases(raw_dir)
-    for case in cases:
+def _reference(store: str | Path, case_id: str) -> CaseVolume:
+    case = read_case(store, case_id, with_image=False)
+    label = torch.from_numpy(case.label) if case.label is not None else None
+    return CaseVolume(case_id, None, label, case.record)  # type: ignore[arg-type]
+
+
+def raw_case_list(raw_dir: str | Path) -> tuple[list[RawCase], list[tuple[str, InvalidCaseError]]]:
+    """The usable raw cases, and (case id, refusal naming the file and its problem) for each other one."""
+    usable, refused = [], []
+    for case in discover_cases(raw_dir):
         if case.problem:
-            raise InvalidCaseError(case.problem_file or case.folder, case.problem)
-    if not cases:
+            refused.append((case.case_id, InvalidCaseError(case.problem_file or case.folder, case.problem)))
+        else:
+            usable.append(case)
+    if not usable and not refused:
         raise DiscoveryError(f"{raw_dir}: no BraTS case found")
-    return cases
+    return usable, refused
 
 
 def load_raw_case(case: RawCase) -> ScoreCase:

@@ -174,6 +174,5 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
     fig.suptitle(f"{len(cases)} case(s) scored; lesion-wise by the BraTS 2023 {challenge} rules", fontsize=12)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
-    with replaced_on_success(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    fig.savefig(path, format="png", dpi=100)  # the caller renames it into place with the report
     plt.close(fig)

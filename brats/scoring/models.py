@@ -5,8 +5,10 @@ Shared by `brats score` and `brats predict`, so both predict a case the same way
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,11 +46,28 @@ class Member:
     def inference_key(self) -> tuple[Any, ...]:
         return self.config.patch_size, self.config.downsample
 
+    @cached_property
+    def sha256(self) -> str:
+        """The checkpoint file's SHA-256: what names the model in provenance records."""
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def provenance(self) -> dict[str, Any]:
+        return {"path": str(Path(self.path).resolve()), "sha256": self.sha256, "store": self.state.get("store"),
+                "epoch": self.state.get("epoch"), "postprocess": self.postprocessing.to_dict()}
+
 
 def load_model(state: dict[str, Any], path: str, device: torch.device) -> ResUNet:
     """Rebuild the network from the checkpoint's own config and weights."""
     try:
-        model = ResUNet(ModelConfig(**state["model_config"]))
+        config = ModelConfig(**state["model_config"])  # its bounds are checked before anything is built
+    except (TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: unusable model settings ({shortened(str(error))})") from None
+    try:
+        model = ResUNet(config)
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(f"{path}: does not hold a brats model ({shortened(str(error))})") from None
@@ -63,6 +82,10 @@ def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
         model = load_model(state, str(path), device)
         settings = {k: v for k, v in state.items() if k not in TRAINING_STATE}  # an ensemble keeps no optimizer
         members.append(Member(str(path), model, settings))
+        try:
+            members[-1].config  # noqa: B018 - its settings are checked now, not after hours of prediction
+        except ConfigError as error:
+            raise CheckpointError(f"{path}: unusable settings ({error})") from None
     if len({m.inference_key for m in members}) > 1:
         raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
                           "an ensemble needs one sliding window")

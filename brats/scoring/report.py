@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 
-from ..files import replaced_on_success
 from ..labels import REGIONS
 from ..lesionwise import LESION_METRICS
 from ..metrics import METRICS
@@ -39,10 +38,8 @@ def case_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write the CSV at once (temporary file, then rename): never a partial report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_on_success(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    """Write the CSV (the caller renames it into place with its provenance and plot)."""
+    table.to_csv(path, index=False, float_format="%.6g")
 
 
 def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -17,14 +16,15 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..devices import resolve_device
-from ..errors import ConfigError, StoreError
+from ..errors import BratsError, ConfigError, InvalidCaseError, StoreError
 from ..faults import fault_point
-from ..files import check_output, replaced_on_success
+from ..files import check_not_inside, check_output, replaced_together
 from ..geometry import crop_slices, uncrop
 from ..inference_config import InferenceConfig
 from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
+from ..store.stale import warn_stale
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
 from .exports import read_prediction, save_prediction
 from .figures import case_figure, plot_scores
@@ -86,6 +86,7 @@ class ScoreResult:
     worst: list[WorstCase] = field(default_factory=list)
     figures: int = 0
     challenge: str = "GLI"
+    skipped: list[str] = field(default_factory=list)  # "<file>: <problem>" of each unusable case
 
     def line(self) -> str:
         unscored = ""
@@ -93,11 +94,18 @@ class ScoreResult:
             verb = "predicted, not scored" if self.predicted else "not scored"
             unscored = f"; {len(self.predicted_only)} case(s) without a reference seg {verb}"
         saved = f"; {self.exported} prediction(s) saved" if self.exported else ""
+        if self.skipped:
+            saved += f"; {len(self.skipped)} unusable case(s) skipped"
         if self.csv is None:
             return f"scored no case: none has a reference seg{unscored}{saved}; no score table written"
         plot = f" and {self.plot}" if self.plot else ""
         figures = f"; {self.figures} case figure(s)" if self.figures else ""
         return f"scored {self.scored} case(s){unscored}{saved}{figures}; wrote {self.csv}{plot}"
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case was scored (or predicted); 1 when some were skipped as unusable."""
+        return 1 if self.skipped else 0
 
     def worst_text(self) -> str:
         if not self.worst:
@@ -115,38 +123,33 @@ def _prediction_ids(folder: str) -> list[str]:
     return ids
 
 
-def write_provenance(path: Path, config: ScoreConfig, members: list[Member]) -> None:
-    """Beside the CSV: what produced it (checkpoints and their SHA-256, options, version, date)."""
-    checkpoints = []
-    for member in members:
-        digest = hashlib.sha256()
-        with open(member.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        checkpoints.append({"path": str(Path(member.path).resolve()), "sha256": digest.hexdigest(),
-                            "store": member.state.get("store"), "epoch": member.state.get("epoch"),
-                            "postprocess": member.postprocessing.to_dict()})
+def write_provenance(path: Path, config: ScoreConfig, members: list[Member], skipped: list[str]) -> None:
+    """Beside the CSV: what produced it (checkpoints and their SHA-256, options, version, date) and
+    the cases skipped as unusable."""
     record = {"brats_version": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "checkpoints": checkpoints, "options": asdict(config)}
-    with replaced_on_success(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+              "checkpoints": [m.provenance() for m in members], "options": asdict(config), "skipped": skipped}
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool,
-           validation: list[str] | None = None) -> tuple[list[str], Iterator[ScoreCase]]:
-    """The cases to score: with --pred, those that have a prediction file (each needs a reference)."""
+def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool, skipped: list[str],
+           validation: list[str] | None = None) -> tuple[list[str], Iterator[ScoreCase | BratsError]]:
+    """The cases to score: with --pred, those that have a prediction file (each needs a reference).
+    Raw cases that cannot be used are added to `skipped` (or yielded as their error), and the others
+    go on; a damaged store case ends the run."""
     wanted = _prediction_ids(config.pred) if config.pred else None
     if config.raw:
         if config.cases == "oof":
             raise ConfigError("--cases oof scores the folds' own validation cases from the store, not --raw")
-        cases = raw_case_list(config.raw)
+        cases, refused = raw_case_list(config.raw)
+        skipped += [str(error) for _, error in refused]
         if wanted is not None:
             by_id = {c.case_id: c for c in cases}
-            missing = [i for i in wanted if i not in by_id]
+            unusable = {case_id for case_id, _ in refused}
+            missing = [i for i in wanted if i not in by_id and i not in unusable]
             if missing:
                 raise ConfigError(f"{config.raw}: no raw case for the predictions {', '.join(missing[:5])}")
-            cases = [by_id[i] for i in wanted]
-        loaded = raw_cases(cases)
+            cases = [by_id[i] for i in wanted if i in by_id]
+        loaded = raw_cases(cases, keep_errors=True)
         return [c.case_id for c in cases], loaded if with_image else (_reference_only(c) for c in loaded)
     store = config.store or (state or {}).get("store")
     if not store:
@@ -162,11 +165,13 @@ def _cases(config: ScoreConfig, state: dict[str, Any] | None, with_image: bool,
         if validation is None:
             validation = list((state or {}).get("split", {}).get("val", []))
         ids = select_store_cases(store, which, validation)
+    warn_stale(store, ids)
     return ids, store_cases(store, ids, with_image=with_image)
 
 
-def _reference_only(case: ScoreCase) -> ScoreCase:
-    case.image = None
+def _reference_only(case: ScoreCase | BratsError) -> ScoreCase | BratsError:
+    if isinstance(case, ScoreCase):
+        case.image = None
     return case
 
 
@@ -195,9 +200,12 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     if config.ckpt and config.pred:
         raise ConfigError("give either --ckpt or --pred, not both")
     check_output(config.out, "--out", folder=False)  # before hours of prediction, not after
+    out = Path(config.out)
     for folder, option in ((config.save_predictions, "--save-predictions"), (config.figures, "--figures")):
         if folder:
             check_output(folder, option)
+            if config.raw:
+                check_not_inside(folder, config.raw, option, "--raw")
     device = resolve_device(config.device)
     members = load_members(tuple(config.ckpt), device)
     state = members[0].state if members else None
@@ -206,9 +214,14 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     if members:
         inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
     with_image = bool(members) or bool(config.figures)
-    ids, cases = _cases(config, state, with_image, validation=sorted(owners) if owners else None)
+    skipped: list[str] = []
+    ids, cases = _cases(config, state, with_image, skipped, validation=sorted(owners) if owners else None)
     rows, predicted_only, exported, figures = [], [], 0, {}
     for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
+        if isinstance(case, BratsError):  # a raw case that cannot be used: the others go on
+            skipped.append(str(case))
+            log.info("skipped %s", case)
+            continue
         if inference is not None:
             assert case.image is not None
             chosen = [owners[case.case_id]] if owners else members
@@ -218,7 +231,11 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
                 exported += 1
             reference, cropped = case.reference, True
         else:
-            prediction = read_prediction(Path(config.pred), case)  # type: ignore[arg-type]
+            try:
+                prediction = read_prediction(Path(config.pred), case)  # type: ignore[arg-type]
+            except InvalidCaseError as error:
+                skipped.append(str(error))
+                continue
             reference, cropped = case.reference_original(), False
         if reference is None:
             predicted_only.append(case.case_id)
@@ -234,11 +251,13 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
         fault_point("score:case")
     table = score_table(rows)
     if not rows:  # predictions only: an empty table would read as a result
-        return ScoreResult(table, None, None, 0, predicted_only, exported, inference is not None)
-    out = Path(config.out)
-    write_table(table, out)
-    write_provenance(out.with_suffix(".json"), config, members)
+        return ScoreResult(table, None, None, 0, predicted_only, exported, inference is not None, skipped=skipped)
     plot = out.with_suffix(".png")
-    plot_scores(case_rows(table), plot, config.challenge)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_together([out, out.with_suffix(".json"), plot]) as (csv_tmp, json_tmp, plot_tmp):
+        write_table(table, csv_tmp)
+        write_provenance(json_tmp, config, members, skipped)
+        plot_scores(case_rows(table), plot_tmp, config.challenge)
+        fault_point("score:outputs-written")
     return ScoreResult(table, out, plot, len(rows), predicted_only, exported, inference is not None,
-                       _worst(table, figures), len(figures), config.challenge)
+                       _worst(table, figures), len(figures), config.challenge, skipped)

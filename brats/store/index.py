@@ -10,16 +10,17 @@ from ..faults import fault_point
 from ..files import replaced_on_success
 from . import layout
 from .locks import store_lock
-from .reader import list_case_ids, read_case_record
+from .reader import scan_cases
 from .schema import CaseRecord
+from .stale import stale_cases
 
 INDEX_COLUMNS = [
     "case_id", "labelled", "convention", "size_x", "size_y", "size_z", "brain_voxels", "wt_voxels", "tc_voxels",
-    "et_voxels", "has_et", "spacing", "source_dir", "fingerprint", "ingested_at",
+    "et_voxels", "has_et", "spacing", "source_dir", "fingerprint", "ingested_at", "stale",
 ]
 
 
-def _row(record: CaseRecord) -> dict:
+def _row(record: CaseRecord, stale: bool) -> dict:
     """One index row; `brain_voxels` counts the non-zero voxels of the fullest modality."""
     shape = record.cropped_shape
     voxels = record.voxels
@@ -29,13 +30,16 @@ def _row(record: CaseRecord) -> dict:
         "wt_voxels": voxels.get("wt", 0), "tc_voxels": voxels.get("tc", 0), "et_voxels": voxels.get("et", 0),
         "has_et": voxels.get("et", 0) > 0, "spacing": "x".join(f"{s:g}" for s in record.spacing),
         "source_dir": record.source_dir, "fingerprint": record.fingerprint, "ingested_at": record.ingested_at,
+        "stale": stale,
     }
 
 
 def build_index(root: str | Path) -> pd.DataFrame:
-    """Index of the complete cases, from their records (the source of truth)."""
+    """Index of the sound cases, from their records (the source of truth); damaged ones are left
+    out (`brats verify` names them), stale ones flagged (`stale.py`)."""
     root = Path(root)
-    rows = [_row(r) for cid in list_case_ids(root) if (r := read_case_record(root, cid)) is not None]
+    stale = stale_cases(root)
+    rows = [_row(r, cid in stale) for cid, r in scan_cases(root).records.items()]
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
@@ -57,4 +61,4 @@ def read_index(root: str | Path) -> pd.DataFrame:
     path = layout.index_path(Path(root))
     if not path.exists():
         return build_index(root)
-    return pd.read_csv(path, dtype={"case_id": str, "fingerprint": str})
+    return pd.read_csv(path, dtype={"case_id": str, "fingerprint": str}, keep_default_na=False)

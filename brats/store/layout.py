@@ -30,6 +30,8 @@ from pathlib import Path
 
 from zarr.codecs import BloscCodec
 
+from ..errors import StoreError
+
 HIERARCHY = "cases.zarr"
 METADATA = "zarr.json"
 IMAGE = "image"
@@ -38,6 +40,8 @@ LOCATION_PREFIX = "loc_"
 INDEX_FILE = "index.csv"
 REPORT_FILE = "ingest_report.csv"
 MAX_CHUNK_BYTES = 128 * 1024 * 1024
+MAX_CASE_ID_BYTES = 200
+RESERVED_CASE_IDS = {METADATA}  # a case named so would replace the store's own metadata file
 WRITE_CONFIG = {"write_empty_chunks": True}  # skip zarr's all-fill scan: brain crops are never empty
 
 
@@ -73,7 +77,35 @@ def v1_metadata_path(root: Path) -> Path:
     return root / METADATA
 
 
+def case_id_problem(case_id: str) -> str | None:
+    """Why `case_id` cannot name a case, or None when it can.
+
+    A case id names exactly one folder in `cases.zarr/` and nothing else: not a parent or a
+    hidden folder, not a name Zarr gives meaning to (`zarr.json`, `__`-prefixed keys, in any
+    letter case, for case-insensitive file systems), and no separator or control character.
+    """
+    if not case_id:
+        return "case id is empty"
+    if case_id.startswith("."):
+        return "case id starts with '.', which could escape or hide in the store"
+    if case_id.startswith("__"):
+        return "case id starts with '__', which Zarr reserves"
+    if case_id.lower() in RESERVED_CASE_IDS:
+        return f"case id {case_id!r} is the name of the store's own metadata file"
+    if any(ch in case_id for ch in ("/", "\\")) or any(not ch.isprintable() for ch in case_id):
+        return "case id holds a path separator or a control character"
+    if case_id != case_id.strip():
+        return "case id starts or ends with white space"
+    if len(case_id.encode("utf-8")) > MAX_CASE_ID_BYTES:
+        return f"case id is longer than {MAX_CASE_ID_BYTES} bytes"
+    return None
+
+
 def case_dir(root: Path, case_id: str) -> Path:
+    """The folder of one case; a case id that could address anything else is refused (StoreError)."""
+    problem = case_id_problem(case_id)
+    if problem:
+        raise StoreError(f"{cases_dir(root)}: {problem} ({case_id!r})")
     return cases_dir(root) / case_id
 
 
@@ -87,6 +119,11 @@ def trash_dir(root: Path) -> Path:
 
 def locks_dir(root: Path) -> Path:
     return root / ".locks"
+
+
+def stale_dir(root: Path) -> Path:
+    """Markers of cases whose raw files changed and whose new version was rejected."""
+    return root / ".stale"
 
 
 def index_path(root: Path) -> Path:

@@ -6,6 +6,9 @@ as plain JSON; these dataclasses are the only code that reads or writes those di
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -13,10 +16,17 @@ import numpy as np
 
 from ..errors import StoreError, StoreMismatchError
 from ..geometry import shifted_affine
+from ..labels import CONVENTION_NAMES, REGIONS
+from . import layout
 
-SCHEMA_VERSION = 2
-"""v2 (brats 0.3): the Zarr hierarchy moved into `store.zarr/` beside the bookkeeping; v1 stores are re-ingested."""
+SCHEMA_VERSION = 3
+"""v3 (brats 0.4): each case record carries its own checksum and must carry its arrays'. v2 (brats 0.3):
+the Zarr hierarchy moved into `cases.zarr/`. A v2 store is upgraded in place by the next ingest
+(every case ingested again); v1 stores are re-ingested into a new folder."""
+UPGRADABLE_VERSIONS = (2,)
 ROOT_ATTR = "brats"
+RECORD_CHECKSUM = "record_checksum"
+REPAIR = "run `brats verify`, then `brats ingest RAW --out STORE --redo-damaged` to rewrite it from its raw files"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,10 @@ class StoreAttrs:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any], where: str) -> StoreAttrs:
         version = attrs.get("schema_version")
+        if version in UPGRADABLE_VERSIONS:
+            raise StoreMismatchError(f"{where}: store schema v{version} (brats 0.3), this brats reads "
+                                     f"v{SCHEMA_VERSION}: run `brats ingest RAW --out {where}` to upgrade it in place "
+                                     "(every case is ingested again)")
         if version != SCHEMA_VERSION:
             raise StoreMismatchError(f"{where}: store schema v{version}, this brats reads v{SCHEMA_VERSION}; "
                                      "ingest the raw cases again into a new folder")
@@ -85,7 +99,8 @@ class CaseRecord:
         return replace(self, checksums=dict(checksums))
 
     def to_attrs(self) -> dict[str, Any]:
-        return {
+        """The record as stored, sealed with its own checksum (any later edit shows)."""
+        attrs = {
             "case_id": self.case_id, "labelled": self.labelled, "convention": self.convention,
             "modalities": list(self.modalities),
             "source": {"dir": self.source_dir, "files": {role: asdict(f) for role, f in self.source_files.items()}},
@@ -95,12 +110,23 @@ class CaseRecord:
             "spacing": list(self.spacing), "normalization": self.normalization, "voxels": self.voxels,
             "ingested_at": self.ingested_at, "brats_version": self.brats_version, "checksums": self.checksums,
         }
+        return {**attrs, RECORD_CHECKSUM: record_digest(attrs)}
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any], where: str) -> CaseRecord:
+        """The record of stored attributes; StoreError when they were edited or damaged since ingest,
+        or describe no consistent case (checked before any array is read by their numbers)."""
+        if not isinstance(attrs, dict):
+            raise StoreError(f"{where}: damaged case record (not a JSON object); {REPAIR}")
+        sealed = attrs.get(RECORD_CHECKSUM)
+        if sealed is None:
+            raise StoreError(f"{where}: case record has no checksum of its own (written by brats 0.3 or older, or "
+                             f"edited); {REPAIR}")
+        if sealed != record_digest({k: v for k, v in attrs.items() if k != RECORD_CHECKSUM}):
+            raise StoreError(f"{where}: case record was edited or damaged since ingest (its checksum differs); {REPAIR}")
         try:
             source = attrs["source"]
-            return cls(
+            record = cls(
                 case_id=str(attrs["case_id"]), labelled=bool(attrs["labelled"]), convention=str(attrs["convention"]),
                 modalities=tuple(attrs["modalities"]), source_dir=str(source["dir"]),
                 source_files={role: SourceFile(**f) for role, f in source["files"].items()},
@@ -115,5 +141,38 @@ class CaseRecord:
                 checksums=dict(attrs.get("checksums") or {}),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise StoreError(f"{where}: damaged case record ({type(error).__name__}: {error}); "
-                             "run `brats verify` and ingest the case again") from None
+            raise StoreError(f"{where}: damaged case record ({type(error).__name__}: {error}); {REPAIR}") from None
+        problem = record.inconsistency()
+        if problem:
+            raise StoreError(f"{where}: case record is inconsistent ({problem}); {REPAIR}")
+        return record
+
+    def inconsistency(self) -> str | None:
+        """What makes this record describe no possible case (None: consistent)."""
+        if self.convention not in CONVENTION_NAMES:
+            return f"unknown label convention {self.convention!r}"
+        if len(self.original_shape) != 3 or len(self.cropped_shape) != 3 or len(self.crop_box) != 3:
+            return "shapes and crop box must have three axes"
+        for axis, ((start, stop), size, full) in enumerate(zip(self.crop_box, self.cropped_shape, self.original_shape)):
+            if not 0 <= start < stop <= full:
+                return f"crop box [{start}, {stop}) of axis {axis} lies outside the volume of {full} voxels"
+            if stop - start != size:
+                return f"cropped size {size} of axis {axis} differs from its crop box [{start}, {stop})"
+        affine = self.affine_matrix
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            return "affine is not a finite 4 x 4 matrix"
+        if len(self.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            return f"spacing {list(self.spacing)} is not three positive sizes"
+        if not self.modalities:
+            return "no modality"
+        needed = [layout.IMAGE] + ([layout.LABEL] + [layout.LOCATION_PREFIX + r for r in REGIONS] if self.labelled else [])
+        missing = [name for name in needed if name not in self.checksums]
+        if missing:
+            return f"no checksum for array(s) {', '.join(missing)}, so their contents cannot be checked"
+        return None
+
+
+def record_digest(attrs: dict[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON (sorted keys): what seals it against edits."""
+    text = json.dumps(attrs, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from ..faults import fault_point
 from ..files import libc
 from . import layout
 from .locks import case_lock, store_lock
-from .reader import raw_store_attrs
-from .schema import ROOT_ATTR, SCHEMA_VERSION, CaseRecord, StoreAttrs
+from .reader import checksum, raw_store_attrs
+from .schema import ROOT_ATTR, SCHEMA_VERSION, UPGRADABLE_VERSIONS, CaseRecord, StoreAttrs
 
 log = logging.getLogger(__name__)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
@@ -53,6 +52,12 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
             group.attrs[ROOT_ATTR] = StoreAttrs(SCHEMA_VERSION, ingest_config).to_attrs()
             log.info("created store %s (schema v%d)", root, SCHEMA_VERSION)
             return root
+        if attrs.get("schema_version") in UPGRADABLE_VERSIONS and attrs.get("ingest_config") == ingest_config:
+            group = zarr.open_group(str(layout.cases_dir(root)), mode="a")
+            group.attrs[ROOT_ATTR] = StoreAttrs(SCHEMA_VERSION, ingest_config).to_attrs()
+            log.warning("%s: upgrading the store from schema v%s to v%d: every case is ingested again", root,
+                        attrs.get("schema_version"), SCHEMA_VERSION)
+            return root
         existing = StoreAttrs.from_attrs(attrs, str(root))  # refuses another schema version
         if existing.ingest_config != ingest_config:
             raise StoreMismatchError(f"{root}: store was ingested with other parameters {existing.ingest_config}; "
@@ -61,19 +66,14 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
 
 
 # What a store (or one another run is creating right now) may hold at its top level.
-STORE_ENTRIES = {".locks", ".staging", ".trash", layout.HIERARCHY, layout.INDEX_FILE, layout.REPORT_FILE}
+STORE_ENTRIES = {".locks", ".staging", ".trash", ".stale", layout.HIERARCHY, layout.INDEX_FILE, layout.REPORT_FILE}
 
 
 def _refuse_foreign(root: Path) -> None:
     if layout.v1_metadata_path(root).exists() or layout.metadata_path(layout.cases_dir(root)).exists():
         raise StoreError(f"{root}: a Zarr store not written by brats")
-    if any(p.name not in {".locks", ".staging", ".trash"} for p in root.iterdir()):
+    if any(p.name not in {".locks", ".staging", ".trash", ".stale"} for p in root.iterdir()):
         raise StoreError(f"{root}: folder is not empty and is not a brats store")
-
-
-def checksum(arr: np.ndarray) -> str:
-    """CRC-32 of an array's C-order bytes, recorded at ingest for `brats verify`."""
-    return format(zlib.crc32(np.ascontiguousarray(arr).data), "08x")
 
 
 def _write_array(group: zarr.Group, name: str, data: np.ndarray) -> None:
@@ -142,11 +142,11 @@ def recover_case(root: Path, case_id: str) -> None:
     If a replacement was interrupted between its two renames, the previous complete version
     sits in the trash: put it back, so nothing complete is ever lost.
     """
-    prefix = case_id + "."
     for stale in layout.staging_dir(root).glob(f"{glob_escape(case_id)}.*"):
-        if stale.name.startswith(prefix):
+        if debris_owner(stale.name) == case_id:  # not case `a.b`'s staging, when cleaning `a`
             shutil.rmtree(stale, ignore_errors=True)
-    trashed = sorted(p for p in layout.trash_dir(root).glob(f"{glob_escape(case_id)}.*") if p.name.startswith(prefix))
+    trashed = sorted(p for p in layout.trash_dir(root).glob(f"{glob_escape(case_id)}.*")
+                     if debris_owner(p.name) == case_id)
     target = layout.case_dir(root, case_id)
     for old in trashed:
         if not target.exists() and layout.metadata_path(old).exists():
@@ -162,11 +162,21 @@ def sweep_debris(root: Path) -> int:
     names = set()
     for folder in (layout.staging_dir(root), layout.trash_dir(root)):
         if folder.is_dir():
-            names |= {p.name.rsplit(".", 1)[0] for p in folder.iterdir() if "." in p.name}
+            names |= {debris_owner(p.name) for p in folder.iterdir() if "." in p.name}
     for case_id in sorted(names):
+        if layout.case_id_problem(case_id):  # no case could own it: not ours to keep
+            for folder in (layout.staging_dir(root), layout.trash_dir(root)):
+                for path in folder.glob(f"{glob_escape(case_id)}.*"):
+                    shutil.rmtree(path, ignore_errors=True)
+            continue
         with case_lock(root, case_id):
             recover_case(root, case_id)
     return len(names)
+
+
+def debris_owner(name: str) -> str:
+    """The case a staging or trash folder `<case_id>.<hex>` belongs to."""
+    return name.rsplit(".", 1)[0]
 
 
 def glob_escape(name: str) -> str:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..device_names import check_device_name
 from ..errors import ConfigError
 from ..inference_config import InferenceConfig
 from ..labels import REGIONS
@@ -19,6 +23,66 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+def _kind(value: Any) -> str:
+    """How a value was given, in a user's words."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _wanted(hint: Any) -> str:
+    """What a field's type asks for, in a user's words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _wanted(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_wanted(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} {_wanted(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a text"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def check_types(config: Any, section: str = "") -> None:
+    """Every field of a config dataclass holds a value of its declared type (`"no"` is not false,
+    1.5 not a number of epochs, NaN not a learning rate): ConfigError naming the setting otherwise."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not _fits(value, hints[f.name]):
+            shown = list(value) if isinstance(value, tuple) else value
+            name = (f"{section} " if section else "") + f.name.replace("_", "-")
+            raise ConfigError(f"{name} must be {_wanted(hints[f.name])}, not {shown!r} ({_kind(value)})")
 
 
 @dataclass(frozen=True)
@@ -56,6 +120,7 @@ class AugmentConfig:
     keep_background: bool = True  # False only for runs of brats <= 0.3, whose shift and gamma moved it
 
     def __post_init__(self) -> None:
+        check_types(self, "augment")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name.endswith("_prob") and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
@@ -67,6 +132,12 @@ class AugmentConfig:
         if self.bias_nodes < 2 or self.bias_strength < 0 or self.blur_sigma[0] < 0 or self.noise_std[0] < 0:
             raise ConfigError("augment bias-nodes must be at least 2; bias-strength, blur-sigma and noise-std "
                               "at least 0")
+        if self.scale_range[0] <= 0 or self.contrast_range[0] <= 0 or not 0 <= self.rotation_degrees <= 180:
+            raise ConfigError("augment scale-range and contrast-range must be positive, rotation-degrees within "
+                              "[0, 180]")
+        if self.bias_nodes > 16 or self.bias_strength > 3 or self.blur_sigma[1] > 10 or self.noise_std[1] > 10:
+            raise ConfigError("augment bias-nodes must be at most 16, bias-strength at most 3, blur-sigma and "
+                              "noise-std at most 10")
 
 
 # What the augmentation of brats <= 0.3 was, for the settings added since: a checkpoint or config
@@ -95,6 +166,7 @@ class PostprocessConfig:
     margin: float = 0.005
 
     def __post_init__(self) -> None:
+        check_types(self, "postprocess")
         if len(self.min_component_voxels) != 3 or any(int(v) != v or v < 0 for v in self.min_component_voxels):
             raise ConfigError(f"postprocess min-component-voxels must be three sizes (WT, TC, ET) of 0 or more, "
                               f"not {list(self.min_component_voxels)}")
@@ -112,8 +184,13 @@ class LossConfig:
     batch_dice: bool = True  # Dice over the whole batch per region, else per sample and region
 
     def __post_init__(self) -> None:
+        check_types(self, "loss")
         if self.kind not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.kind!r}")
+
+
+IMAGE_CHANNELS = 4  # t1, t1ce, t2, flair (pipeline.naming.MODALITIES)
+MAX_BASE_CHANNELS, MAX_LEVELS = 256, 6  # bounds checked before a network is built (a checkpoint is input)
 
 
 @dataclass(frozen=True)
@@ -131,7 +208,17 @@ class ModelConfig:
         return [self.base_channels * 2**i for i in range(self.levels + 1)]
 
     def __post_init__(self) -> None:
-        _at_least_one(self, "base_channels", "levels")
+        check_types(self, "model")
+        if self.in_channels != IMAGE_CHANNELS:
+            raise ConfigError(f"model in-channels must be {IMAGE_CHANNELS} (the store's modalities), not {self.in_channels}")
+        if self.classes not in (len(REGIONS), len(REGIONS) + 1):
+            raise ConfigError(f"model classes must be {len(REGIONS)} (one per region: WT, TC, ET), not {self.classes}")
+        if not 1 <= self.base_channels <= MAX_BASE_CHANNELS or not 2 <= self.levels <= MAX_LEVELS:
+            raise ConfigError(f"model base-channels must lie in 1..{MAX_BASE_CHANNELS} and levels in 2..{MAX_LEVELS}, "
+                              f"not {self.base_channels} and {self.levels}")
+        if not 0 <= self.deep_supervision < self.levels:
+            raise ConfigError(f"model deep-supervision must lie in 0..{self.levels - 1} (heads below the top level), "
+                              f"not {self.deep_supervision}")
 
     @property
     def divisor(self) -> int:
@@ -157,7 +244,12 @@ class StreamConfig:
     reuse_memory: bool = True  # see files.keep_freed_memory
 
     def __post_init__(self) -> None:
+        check_types(self, "stream")
         _at_least_one(self, "samples_per_volume", "queue_length", "batch_size")
+        if not self.tumour_regions or len(set(self.tumour_regions)) != len(self.tumour_regions) \
+                or not set(self.tumour_regions) <= set(REGIONS):
+            raise ConfigError(f"stream tumour-regions must be one or more of {', '.join(REGIONS)}, each once, "
+                              f"not {list(self.tumour_regions)}")
         if self.workers < 0 or self.prefetch_batches < 0 or self.collate_threads < 0:
             raise ConfigError("workers, prefetch-batches and collate-threads must be 0 or more")
         if self.loader not in LOADERS:
@@ -199,7 +291,17 @@ class TrainConfig:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
+        check_types(self)
         _at_least_one(self, "epochs", "patches_per_epoch", "accum_steps", "val_every")
+        if self.lr <= 0 or self.lr > 1 or self.weight_decay < 0:
+            raise ConfigError(f"lr must lie in (0, 1] and weight-decay be 0 or more, not {self.lr} and {self.weight_decay}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be a whole number of 0 or more, not {self.seed}")
+        check_device_name(self.device)
+        if self.model.classes != len(REGIONS):
+            raise ConfigError(f"model classes must be {len(REGIONS)} (one per region: WT, TC, ET), not {self.model.classes}")
+        if not self.store or not self.out:
+            raise ConfigError("store and out must name folders")
         divisor, patch = self.model.divisor, self.stream.patch_size
         if len(patch) != 3 or any(s % divisor or s < 2 * divisor for s in patch):
             raise ConfigError(f"patch-size must be three multiples of {divisor} of at least {2 * divisor} "
@@ -300,6 +402,8 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
     tables (`{"stream": {"workers": 4}}`, changing only the settings given), or the flat names of
     the command line and of brats <= 0.3 files (`{"workers": 4}`)."""
     config = base or TrainConfig()
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: settings must be a table, not {_kind(values)}")
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     values = _with_augment_before_0_4(values)
@@ -321,7 +425,7 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
             if changes:
                 top[name] = dataclasses.replace(getattr(config, name), **changes)
         return dataclasses.replace(config, **top)
-    except TypeError as error:
+    except (TypeError, ConfigError) as error:
         raise ConfigError(f"{where}: {error}") from None
 
 

@@ -21,14 +21,15 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..devices import cuda_autocast_dtype
-from ..errors import CheckpointError, ConfigError, shortened
+from ..errors import CheckpointError, ConfigError, TrainingDiverged, shortened
 from ..faults import fault_point
-from ..files import check_output
+from ..files import check_output, folder_lock
 from ..inference import InferenceConfig, predict_labels
 from ..labels import REGIONS
 from ..metrics import region_dice
 from ..regions import Postprocessing, region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
+from ..store.stale import warn_stale
 from ..store.volumes import iterate_volumes
 from . import ddp
 from .augment import BatchAugmenter
@@ -110,6 +111,11 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> No
     if "loss" not in state["config"]:
         raise CheckpointError(f"{path}: was trained by brats 0.1 (class head, Dice loss) and cannot be resumed by "
                               f"this version; it can still be scored, or start a new run")
+    missing = [k for k in ("split", "store_params", "epoch", "history", "optimizer", "augmenter", "torch_rng")
+               if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: holds no training state to resume ({', '.join(missing)} missing); it can "
+                              "still be scored, or start a new run")
     saved = flat_settings(config_from_dict(state["config"], where=path))
     conflicts = [k for k, v in flat_settings(config).items() if k not in RESUMABLE and saved[k] != v]
     if conflicts:
@@ -227,6 +233,7 @@ class Trainer:
             bar.close()
             batches.close()
         losses = [value * cfg.accum_steps for value in torch.stack(losses).double().tolist()]
+        self._check_finite(sum(losses) / len(losses))
         seconds = time.perf_counter() - start
         cuda = device.type == "cuda"
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
@@ -235,6 +242,17 @@ class Trainer:
                 "patches_per_s": micro * cfg.stream.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
                 "seconds": seconds, **self.timer.per_step()}
+
+    def _check_finite(self, loss: float) -> None:
+        """Stop (TrainingDiverged, one line) before a non-finite loss or weights reach a checkpoint."""
+        weights_finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if math.isfinite(loss) and weights_finite:
+            return
+        last = Path(self.config.out) / LAST
+        kept = (f"{last} keeps epoch {self.epoch}" if self.epoch and last.exists() else "no checkpoint was written")
+        what = f"the loss is {loss}" if not math.isfinite(loss) else "the weights are no longer finite"
+        raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: {what}; {kept}. Lower --lr, or check "
+                               f"the store with `brats verify {self.config.store}`")
 
     def _step(self, batch: PatchBatch, update: bool, autocast: Any) -> torch.Tensor:
         """One micro-batch: augment and pool on the device, forward, backward; the optimizer
@@ -306,21 +324,30 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
         check_resumable(state, config, str(resume))
     runtime = ddp.start(config.device)
     try:
-        if state is not None:
-            split = Split(list(state["split"]["train"]), list(state["split"]["val"]))
-            _check_same_store(config.store, state, split, str(resume))
-        else:
-            split = split_cases(config.store, config.val_fraction, config.split_file, config.seed, config.folds,
-                                config.fold)
-            if not overwrite and any((out / name).exists() for name in (LAST, BEST)):
-                raise ConfigError(f"{out}: holds another run ({LAST}); continue it with --resume {out / LAST}, "
-                                  "replace it with --overwrite, or give another --out")
-        trainer = Trainer(config, runtime, split, step_times)
-        if state is not None:
-            trainer.restore(state, str(resume))
-        return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
+        with folder_lock(out, "train") if runtime.main else nullcontext():
+            return _locked_run(config, out, runtime, state, resume, progress, stop_after, overwrite, step_times)
     finally:
         ddp.stop(runtime)
+
+
+def _locked_run(config: TrainConfig, out: Path, runtime: ddp.Runtime, state: dict[str, Any] | None,
+                resume: str | Path | None, progress: bool, stop_after: int | None, overwrite: bool,
+                step_times: bool) -> TrainResult:
+    """`run_training` once this process holds the run folder (a second run into it is refused)."""
+    if state is not None:
+        split = Split(list(state["split"]["train"]), list(state["split"]["val"]))
+        _check_same_store(config.store, state, split, str(resume))
+    else:
+        split = split_cases(config.store, config.val_fraction, config.split_file, config.seed, config.folds,
+                            config.fold)
+        if not overwrite and any((out / name).exists() for name in (LAST, BEST)):
+            raise ConfigError(f"{out}: holds another run ({LAST}); continue it with --resume {out / LAST}, "
+                              "replace it with --overwrite, or give another --out")
+    warn_stale(config.store, split.train + split.val)
+    trainer = Trainer(config, runtime, split, step_times)
+    if state is not None:
+        trainer.restore(state, str(resume))
+    return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
 
 
 def _check_same_store(store: str, state: dict[str, Any], split: Split, path: str) -> None:

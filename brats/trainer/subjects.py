@@ -12,23 +12,25 @@ import torchio as tio
 
 from ..errors import StoreError
 from ..geometry import shifted_affine
-from ..labels import REGIONS
 from ..store import layout
-from ..store.reader import array_path, load_array, load_locations, read_case_record
+from ..store.reader import array_path, existing_record, read_case_arrays, read_locations
 
 LOCATIONS_KEY = "tumour_locations"
 ORIGIN_KEY = "origin"
 STORED_SHAPE_KEY = "stored_shape"
 
 
-def read_store_image(path: str | Path, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader for a (4, x, y, z) float16 image array: kept float16 (half the bytes)."""
-    return torch.from_numpy(load_array(path)), affine
+def read_store_image(path: str | Path, root: str, case_id: str) -> tuple[torch.Tensor, np.ndarray]:
+    """TorchIO reader for a (4, x, y, z) float16 image array: kept float16 (half the bytes), checked
+    against the case's record (`reader.read_array`: StoreError on damage)."""
+    record, (image,) = read_case_arrays(root, case_id, (layout.IMAGE,))
+    return torch.from_numpy(image), record.cropped_affine
 
 
-def read_store_label(path: str | Path, affine: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """TorchIO reader for an (x, y, z) uint8 label array, as (1, x, y, z)."""
-    return torch.from_numpy(load_array(path)[np.newaxis]), affine
+def read_store_label(path: str | Path, root: str, case_id: str) -> tuple[torch.Tensor, np.ndarray]:
+    """TorchIO reader for an (x, y, z) uint8 label array, as (1, x, y, z), checked against the record."""
+    record, (label,) = read_case_arrays(root, case_id, (layout.LABEL,))
+    return torch.from_numpy(label[np.newaxis]), record.cropped_affine
 
 
 class PrepareSubject:
@@ -45,7 +47,7 @@ class PrepareSubject:
         self.patch_size = tuple(int(s) for s in patch_size)
 
     def __call__(self, subject: tio.Subject) -> tio.Subject:
-        locations = load_locations(subject["case_path"], tuple(REGIONS))
+        locations = read_locations(subject["store"], subject["case_id"])
         shape = np.array(subject.spatial_shape)
         size = np.array(self.patch_size)
         half = size // 2
@@ -68,17 +70,16 @@ class PrepareSubject:
 
 def store_subject(root: str | Path, case_id: str) -> tio.Subject:
     """A lazy subject (nothing read yet) for one labelled case of the store."""
-    record = read_case_record(Path(root), case_id)
-    if record is None:
-        raise StoreError(f"{layout.case_dir(Path(root), case_id)}: case not in store or incomplete")
+    record = existing_record(root, case_id)
     if not record.labelled:
         raise StoreError(f"{layout.case_dir(Path(root), case_id)}: case has no segmentation")
-    affine = record.cropped_affine
+    where = {"root": str(root), "case_id": case_id}
     return tio.Subject(
-        image=tio.ScalarImage(array_path(root, case_id, layout.IMAGE), reader=partial(read_store_image, affine=affine)),
-        label=tio.LabelMap(array_path(root, case_id, layout.LABEL), reader=partial(read_store_label, affine=affine)),
+        image=tio.ScalarImage(array_path(root, case_id, layout.IMAGE), reader=partial(read_store_image, **where)),
+        label=tio.LabelMap(array_path(root, case_id, layout.LABEL), reader=partial(read_store_label, **where)),
         case_id=case_id,
         case_path=str(layout.case_dir(Path(root), case_id)),
+        store=str(root),
     )
 
 
