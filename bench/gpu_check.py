@@ -1,8 +1,11 @@
 """The GPU checks of one session, in one command: what a first real training run on a GPU would hit.
 
-    python bench/gpu_check.py [--raw ../shared/realdata] [--minutes 6] [--device cuda]
+    python bench/gpu_check.py [--raw ../shared/realdata] [--minutes 6] [--device cuda] [--results FILE]
+    python bench/gpu_check.py --dry-run      # every check at toy size on the CPU (the test suite runs this)
 
-Prints one markdown table row per check (for docs/benchmarks.md, with the device named):
+Prints one markdown table row per check (for docs/benchmarks.md, with the device named) and
+rewrites `--results` (JSON: device, machine, rows) after each one, so a session cut short keeps
+what it measured. A check that fails is reported as FAILED with its error and the others go on.
  1. the full reference model, 4 x 96^3 patches with AMP: patches/s, data wait, peak memory
     allocated and reserved (goal: reserved <= 8 GiB), the precision chosen; with
     cudnn.benchmark off and on;
@@ -15,13 +18,18 @@ Prints one markdown table row per check (for docs/benchmarks.md, with the device
  7. the reference recipe (default augmentation) on the real cases for `--minutes`, trained on the
     largest site and scored on the others (bench/real.py's `sites` fold): Dice per institution
     group, patches/s, data wait, peak memory.
-With `--device cpu` every check runs at toy size (to test this script without a GPU).
+ 8. one training micro-step (forward, backward, AdamW) of the full model, timed with
+    `channels_last_3d` off and on, and `torch.compile` off and on;
+ 9. sliding-window inference seconds per case, without and with TTA.
+With `--device cpu` every check runs at toy size (to test this script without a GPU);
+`--dry-run` also uses generated cases when `--raw` is absent, and shortens every check.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -50,11 +58,27 @@ from brats.trainer.config import TrainConfig, config_from_dict  # noqa: E402
 from brats.trainer.step_timing import PHASES  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
+RESULTS: dict[str, object] = {}
 
 
 def report(check: str, result: str) -> None:
     ROWS.append((check, result))
     print(f"| {check} | {result} |", flush=True)
+    path = RESULTS.get("path")
+    if path:
+        Path(str(path)).write_text(json.dumps({**{k: v for k, v in RESULTS.items() if k != "path"},
+                                               "rows": [{"check": c, "result": r} for c, r in ROWS]}, indent=1) + "\n")
+
+
+def guarded(name: str, check, *args):  # noqa: ANN001, ANN201 - any check
+    """Run one check; a failure is a FAILED row (the error named) and the next check still runs."""
+    try:
+        return check(*args)
+    except Exception as error:  # noqa: BLE001 - one check must never cost the others
+        report(name, f"FAILED: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+        return None
+    finally:
+        torch.backends.cudnn.benchmark = False
 
 
 def last_row(out: Path) -> pd.Series:
@@ -155,11 +179,76 @@ def repeatability(store: Path, work: Path, tiny: TrainConfig) -> None:
     report("6. two identical one-epoch runs", "weights identical" if worst == 0 else f"weights differ by up to {worst:.2e}")
 
 
+def micro_step(base: TrainConfig, steps: int, compile_too: bool = True) -> None:
+    """Forward, backward and AdamW step of the full model on one batch, with each layout and compiler
+    setting (memory format `channels_last_3d`; `torch.compile`)."""
+    from brats.regions import region_targets
+    from brats.trainer.loss import deep_supervision_loss
+    from brats.trainer.model import ResUNet
+
+    device = torch.device(base.device)
+    amp, _ = loop.precision(base, device)
+    batch = torch.randn(base.stream.batch_size, 4, *base.patch_size, device=device)
+    targets = region_targets(torch.randint(0, 4, (base.stream.batch_size, *base.patch_size), device=device))
+    results = []
+    for layout in ("contiguous", "channels_last_3d"):
+        for compiled in (False, True) if compile_too else (False,):
+            model = ResUNet(base.model).to(device)
+            fmt = torch.channels_last_3d if layout == "channels_last_3d" else torch.contiguous_format
+            model = model.to(memory_format=fmt)
+            net = torch.compile(model) if compiled else model
+            optimizer = torch.optim.AdamW(model.parameters(), lr=base.lr)
+            x = batch.contiguous(memory_format=fmt)
+
+            def step() -> None:
+                with torch.autocast(device.type, dtype=amp) if amp else torch.autocast(device.type, enabled=False):
+                    outputs = net(x)
+                deep_supervision_loss(outputs, targets, base.loss).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            start = time.perf_counter()
+            step()  # the first step compiles and autotunes
+            first = time.perf_counter() - start
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            each = (time.perf_counter() - start) / steps
+            results.append(f"{layout}{', compiled' if compiled else ''} {1000 * each:.0f} ms (first {first:.1f} s)")
+    report(f"8. one micro-step of {base.stream.batch_size} x {base.patch_size[0]}^3, full model",
+           "; ".join(results) + ("" if compile_too else "; torch.compile not tried (dry run)"))
+
+
+def inference_speed(store: Path, ckpt: Path, device: str, cases: int) -> None:
+    from brats.scoring.models import load_model
+
+    state = load_checkpoint(ckpt)
+    model = load_model(state, str(ckpt), torch.device(device))
+    trained = config_from_dict(state["config"])
+    volumes = list(iterate_volumes(store, labelled_case_ids(store)[:cases], workers=0))
+    timings = []
+    for tta in (False, True):
+        config = InferenceConfig(window=trained.patch_size, downsample=trained.downsample, tta=tta)
+        predict_probabilities(model, volumes[0].image, config, device)  # warm-up (cuDNN autotuning)
+        start = time.perf_counter()
+        for volume in volumes:
+            predict_probabilities(model, volume.image, config, device)
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        timings.append(f"{'TTA (8 mirrorings)' if tta else 'no TTA'} {(time.perf_counter() - start) / len(volumes):.2f} s")
+    report(f"9. sliding-window inference per case ({len(volumes)} case(s), window {trained.patch_size[0]}^3)",
+           "; ".join(timings))
+
+
 def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float) -> Path:
     """The reference recipe with the default augmentation, trained on the largest site's cases and
     scored on every other site's (bench/real.py's `sites` fold): Dice per institution group."""
     ids = labelled_case_ids(store)
-    test = held_out(ids, "sites")
+    test = held_out(ids, "sites") or sorted(ids)[-2:]  # generated cases (dry run) are all of one "site"
     train = [c for c in ids if c not in test]
     out = work / "reference"
     probe = dataclasses.replace(base, out=str(out / "probe"), epochs=1, val_fraction=0.0, patches_per_epoch=64)
@@ -195,26 +284,43 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time of check 7")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps of check 1")
+    parser.add_argument("--results", default="gpu_check_results.json", help="JSON file of the rows, rewritten after each")
+    parser.add_argument("--dry-run", action="store_true", help="every check at toy size on the CPU")
     args = parser.parse_args()
+    if args.dry_run:
+        args.device = "cpu"
     gpu = torch.device(args.device).type == "cuda"
     name = torch.cuda.get_device_name() if gpu else "CPU (toy sizes)"
+    RESULTS.update(path=args.results, device=name, machine=machine(), torch=torch.__version__)
     print(f"device: {name}; {machine()}; torch {torch.__version__}\n\n| check | result |\n|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         store = work / "store"
-        run_ingest(args.raw, store, workers=0, progress=False)
+        raw = Path(args.raw)
+        if args.dry_run and not raw.is_dir():
+            from brats.synth import SynthConfig, synth_dataset
+
+            raw = work / "raw"
+            synth_dataset(raw, SynthConfig(cases=5, shape=(48, 48, 40), seed=1), progress=False)
+        run_ingest(raw, store, workers=0, progress=False)
         base = config_from_dict(dict(store=str(store), device=args.device, workers=4 if gpu else 1))
         if not gpu:
             base = config_from_dict(dict(patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1), base)
         tiny = config_from_dict(dict(patch_size=(64, 64, 64) if gpu else (32, 32, 32), base_channels=8 if gpu else 4,
                                    batch_size=2, accum_steps=2, patches_per_epoch=32 if gpu else 8), base)
-        throughput(store, work, base, args.steps if gpu else 2)
-        sync_debug(store, work, tiny)
-        fp16_path(store, work, tiny)
-        cpu_to_gpu(store, work, tiny)
-        repeatability(store, work, tiny)
-        best = reference_recipe(store, work, base, args.minutes if gpu else 0.2)
-        bf16_inference(store, best, args.device)
+        guarded("1. full model throughput", throughput, store, work, base, args.steps if gpu else 2)
+        guarded("2. host syncs in one epoch", sync_debug, store, work, tiny)
+        guarded("3. fp16 + GradScaler", fp16_path, store, work, tiny)
+        guarded("5. CPU checkpoint resumed", cpu_to_gpu, store, work, tiny)
+        guarded("6. two identical one-epoch runs", repeatability, store, work, tiny)
+        guarded("8. one micro-step", micro_step, base, 10 if gpu else 1, not args.dry_run)
+        best = guarded("7. reference recipe", reference_recipe, store, work, base,
+                       args.minutes if gpu else (0.05 if args.dry_run else 0.2))
+        if best is not None:
+            guarded("4. sliding window fp32 vs autocast", bf16_inference, store, best, args.device)
+            guarded("9. sliding-window inference", inference_speed, store, best, args.device, 3 if gpu else 1)
+        else:
+            report("4, 9. inference checks", "skipped: check 7 wrote no checkpoint")
 
 
 if __name__ == "__main__":

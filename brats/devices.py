@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .device_names import check_device_name
@@ -27,3 +29,17 @@ def cuda_autocast_dtype() -> torch.dtype:
     """bf16 on GPUs with native bf16 (Ampere and later: no overflow, same speed), else fp16; emulated
     bf16 (V100, T4) is slow, so it does not count."""
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
+def configure_kernels(device: torch.device, deterministic: bool = False) -> None:
+    """On CUDA: cuDNN autotuning, since training patches and inference windows have fixed shapes
+    (nnU-Net does the same); or, with `deterministic`, cuDNN's deterministic kernels and PyTorch's
+    deterministic algorithms (ops without one warn), for runs that must repeat exactly. On the
+    CPU both are already deterministic: nothing to set."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -281,6 +283,18 @@ def test_ddp_on_cpu_with_gloo(tiny_store, tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["world_size"] == 2 and state["epoch"] == 2
     assert "x 2 processes" in proc.stderr
+    # One process with the same config makes as many optimiser updates of as many patches in total.
+    single = tmp_path / "single"
+    run_training(config_from_dict(dict(store=str(tiny_store), out=str(single), epochs=2, patches_per_epoch=16,
+                                       patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=2,
+                                       val_every=1, device="cpu")), progress=False)
+    alone = load_checkpoint(single / "last.pt")
+    steps = [int(s["optimizer"]["state"][0]["step"]) for s in (state, alone)]
+    assert steps[0] == steps[1] == 2 * 4  # 2 epochs x 16 patches / 4 per update
+    assert [(r["updates"], r["patches"]) for r in state["history"]] == [(r["updates"], r["patches"])
+                                                                       for r in alone["history"]] == [(4, 16)] * 2
+    assert "plan: 2 epochs x 4 updates of 4 patches (2 processes x 2 x 1 accumulated) = 8 updates, 32 patches" \
+        in proc.stderr
     augmenters = state["augmenter"]  # each rank's own augmentation stream, saved by rank 0
     assert len(augmenters) == 2 and not torch.equal(augmenters[0]["params"], augmenters[1]["params"])
     resumed = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
@@ -374,3 +388,20 @@ def test_the_full_design_on_a_cpu_is_announced_with_its_time(tiny_store, tmp_pat
     run_training(tiny(tiny_store, tmp_path / "loud", epochs=1, val_every=5), progress=False)
     (line,) = [r.getMessage() for r in caplog.records if "no GPU" in r.getMessage()]
     assert "roughly 18 h per epoch" in line and "configs/real-cpu.toml" in line
+
+
+def test_the_gpu_check_runs_end_to_end_as_a_dry_run(tmp_path):
+    """bench/gpu_check.py is the one shot a lent GPU gets: every check must run (here at toy size on
+    the CPU, with generated cases) and land in its results file, none of them FAILED."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    results = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--raw", str(tmp_path / "absent"),
+                           "--results", str(results)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(results.read_text())["rows"]
+    numbers = {int(re.match(r"\d+", row["check"]).group()) for row in rows}
+    assert numbers == set(range(1, 10)), rows
+    assert not [row for row in rows if row["result"].startswith("FAILED")], rows
+    assert not [row for row in rows if re.search(r"\bnan\b", row["result"].lower())], rows

@@ -54,6 +54,9 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--amp/--no-amp", default=None, help="Mixed precision.  [default: on CUDA, off on CPU]")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Case-loading threads; 0 inline." + default("workers"))
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N." + default("device"))
+@click.option("--deterministic/--no-deterministic", default=None,
+              help="On CUDA, deterministic kernels instead of cuDNN autotuning: repeatable runs and resumes, "
+                   "slower.  [default: off; the CPU is always deterministic]")
 @click.option("--seed", type=int, default=None, help="Seed of every random choice." + default("seed"))
 @click.option("--val-fraction", type=float, default=None,
               help="Share of the labelled cases held out for validation (a seeded draw)." + default("val_fraction"))

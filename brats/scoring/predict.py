@@ -23,7 +23,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .. import __version__
-from ..devices import resolve_device
+from ..devices import configure_kernels, resolve_device
 from ..errors import BratsError, ConfigError, printable
 from ..faults import fault_point
 from ..files import check_not_inside, check_output, folder_lock, replaced_on_success
@@ -188,6 +188,7 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictSumma
     start = time.perf_counter()
     summary = PredictSummary(out)
     device = resolve_device(config.device)
+    configure_kernels(device)
     members = load_members(tuple(config.ckpt), device)
     inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
     if config.inputs is not None:

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import __version__
-from ..devices import resolve_device
+from ..devices import configure_kernels, resolve_device
 from ..errors import BratsError, ConfigError, InvalidCaseError, StoreError
 from ..faults import fault_point
 from ..files import check_not_inside, check_output, replaced_together
@@ -207,6 +207,7 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
             if config.raw:
                 check_not_inside(folder, config.raw, option, "--raw")
     device = resolve_device(config.device)
+    configure_kernels(device)
     members = load_members(tuple(config.ckpt), device)
     state = members[0].state if members else None
     owners = out_of_fold_owners(members) if config.cases == "oof" else None

@@ -276,6 +276,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     amp: bool | None = None  # None: mixed precision on CUDA, full precision on CPU
     device: str = "auto"
+    deterministic: bool = False  # CUDA: deterministic kernels instead of cuDNN autotuning (slower)
     seed: int = 0
     val_fraction: float = 0.2
     split_file: str | None = None

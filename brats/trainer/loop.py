@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .. import __version__
-from ..devices import cuda_autocast_dtype
+from ..devices import configure_kernels, cuda_autocast_dtype
 from ..errors import CheckpointError, ConfigError, TrainingDiverged, shortened
 from ..faults import fault_point
 from ..files import check_output, folder_lock
@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 BEST, LAST, LOG_CSV, CURVES, CONFIG_JSON = "best.pt", "last.pt", "train_log.csv", "training_curves.png", "train_config.json"
 # Options that may differ between a checkpoint and the run resuming it (they do not change the result;
 # another store must hold the same cases preprocessed the same way, which is checked).
-RESUMABLE = {"epochs", "out", "device", "val_every", "store", "workers", "stream.loader", "stream.prefetch_batches",
-             "stream.collate_threads", "stream.reuse_memory"}
+RESUMABLE = {"epochs", "out", "device", "deterministic", "val_every", "store", "workers", "stream.loader",
+             "stream.prefetch_batches", "stream.collate_threads", "stream.reuse_memory"}
 POSTFIX_SECONDS = 10.0  # the progress bar shows the loss at most this often (each read is a device sync)
 
 
@@ -78,6 +78,56 @@ def cpu_hours_per_epoch(config: TrainConfig, cores: int) -> float:
     """A rough CPU time of one epoch, to warn before a run that would take days."""
     scale = (config.model.base_channels / 32) ** 2 * math.prod(config.patch_size) / 96**3
     return config.patches_per_epoch * CPU_SECONDS_PER_REFERENCE_PATCH * scale * 2 / max(cores, 1) / 3600
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How an epoch is cut into optimiser updates for `world_size` processes.
+
+    The global batch (patches per update) and the number of updates stay those of the config
+    whatever the number of processes: each process accumulates `accum_steps / world_size`
+    micro-batches per update (DDP averages the gradients), as nnU-Net splits its batch across
+    GPUs. When `world_size` does not divide `accum_steps`, each process accumulates the nearest
+    whole number (at least 1) and the global batch changes accordingly; the plan line says so.
+    """
+
+    world_size: int
+    batch_size: int  # patches per micro-batch, per process
+    rank_accum: int  # micro-batches per update, per process
+    updates: int  # optimiser updates per epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.rank_accum * self.world_size
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches each process runs per epoch."""
+        return self.updates * self.rank_accum
+
+    @property
+    def patches(self) -> int:
+        """Training patches per epoch, all processes together."""
+        return self.updates * self.global_batch
+
+
+def step_plan(config: TrainConfig, world_size: int) -> StepPlan:
+    rank_accum = max(1, round(config.accum_steps / world_size))
+    global_batch = config.stream.batch_size * rank_accum * world_size
+    return StepPlan(world_size, config.stream.batch_size, rank_accum, math.ceil(config.patches_per_epoch / global_batch))
+
+
+def plan_line(config: TrainConfig, plan: StepPlan, done_epochs: int = 0) -> str:
+    """What the run will do, said before it starts (updates are what a recipe's length is measured in)."""
+    total = plan.updates * config.epochs
+    split = (f" ({plan.world_size} processes x {plan.batch_size} x {plan.rank_accum} accumulated)"
+             if plan.world_size > 1 else f" ({plan.batch_size} x {plan.rank_accum} accumulated)")
+    changed = ("" if plan.global_batch == config.stream.batch_size * config.accum_steps else
+               f"; {plan.world_size} processes do not divide accum-steps {config.accum_steps}: the global batch is "
+               f"{plan.global_batch}, not {config.stream.batch_size * config.accum_steps}")
+    left = f", {plan.updates * (config.epochs - done_epochs)} still to do" if done_epochs else ""
+    return (f"plan: {config.epochs} epochs x {plan.updates} updates of {plan.global_batch} patches{split} = "
+            f"{total} updates, {total * plan.global_batch} patches{left}{changed}")
 
 
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
@@ -139,6 +189,7 @@ class Trainer:
         self.timer = StepTimes(runtime.device, step_times)
         self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
+        configure_kernels(device, config.deterministic)
         torch.manual_seed(derive_seed(INIT, config.seed))
         self.model = ResUNet(config.model).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -149,6 +200,7 @@ class Trainer:
         self.epoch = 0
         self.best: tuple[float, int] | None = None
         self.postprocessing = configured(config.postprocess)  # then chosen at each validation
+        self.plan = step_plan(config, runtime.world_size)
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if runtime.distributed else self.model)
 
@@ -201,9 +253,8 @@ class Trainer:
     # -- one epoch ---------------------------------------------------------------------------
     def train_epoch(self, stream: PatchStream, progress: bool) -> dict[str, float]:
         cfg, device = self.config, self.runtime.device
-        per_step = cfg.stream.batch_size * cfg.accum_steps
-        steps = math.ceil(cfg.patches_per_epoch / self.runtime.world_size / per_step)
-        micro = steps * cfg.accum_steps
+        plan = self.plan
+        micro = plan.micro_batches
         self.net.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -222,23 +273,24 @@ class Trainer:
                 batch = next(batches)
                 waited += time.perf_counter() - t
                 self.timer.mark("data")
-                update = (i + 1) % cfg.accum_steps == 0
+                update = (i + 1) % plan.rank_accum == 0
                 losses.append(self._step(batch, update, autocast))  # read back once per epoch: no host sync
                 fault_point("train:step")
                 bar.update()
                 if update and not bar.disable and time.perf_counter() - shown > POSTFIX_SECONDS:
                     shown = time.perf_counter()  # reading the loss syncs with the device: rarely
-                    bar.set_postfix(loss=f"{float(losses[-1]) * cfg.accum_steps:.4f}")
+                    bar.set_postfix(loss=f"{float(losses[-1]) * plan.rank_accum:.4f}")
         finally:  # also on an error (e.g. out of memory): stop the producer thread
             bar.close()
             batches.close()
-        losses = [value * cfg.accum_steps for value in torch.stack(losses).double().tolist()]
+        losses = [value * plan.rank_accum for value in torch.stack(losses).double().tolist()]
         self._check_finite(sum(losses) / len(losses))
         seconds = time.perf_counter() - start
         cuda = device.type == "cuda"
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
         reserved = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else None
         return {"train_loss": ddp.mean_across(self.runtime, sum(losses) / len(losses)),
+                "updates": plan.updates, "patches": plan.patches,
                 "patches_per_s": micro * cfg.stream.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
                 "seconds": seconds, **self.timer.per_step()}
@@ -270,7 +322,7 @@ class Trainer:
         with sync:
             with autocast:
                 outputs = self.net(image)
-            loss = deep_supervision_loss(outputs, targets, cfg.loss) / cfg.accum_steps
+            loss = deep_supervision_loss(outputs, targets, cfg.loss) / self.plan.rank_accum
             self.timer.mark("forward")
             self.scaler.scale(loss).backward()
             self.timer.mark("backward")
@@ -370,6 +422,8 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
                  len(trainer.split.val), "AMP " + str(trainer.amp_dtype).removeprefix("torch.")
                  if trainer.amp_dtype else "full precision", runtime.device,
                  f" x {runtime.world_size} processes" if runtime.distributed else "")
+    if runtime.main:
+        log.info("%s", plan_line(config, trainer.plan, trainer.epoch))
     hours = cpu_hours_per_epoch(config, os.cpu_count() or 1)
     if runtime.main and runtime.device.type == "cpu" and hours >= 1:
         log.warning("no GPU: this model and patch size take roughly %.0f h per epoch on this CPU; for real data "
