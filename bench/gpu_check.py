@@ -7,7 +7,8 @@ Prints one markdown table row per check (for docs/benchmarks.md, with the device
 rewrites `--results` (JSON: device, machine, rows) after each one, so a session cut short keeps
 what it measured. A check that fails is reported as FAILED with its error and the others go on.
  1. the full reference model, 4 x 96^3 patches with AMP: patches/s, data wait, peak memory
-    allocated and reserved (goal: reserved <= 8 GiB), the precision chosen; with
+    allocated and reserved (goal: reserved <= 8 GiB) against the planner's estimate
+    (`brats plan`), the precision chosen; with
     cudnn.benchmark off and on;
  2. one epoch under `torch.cuda.set_sync_debug_mode("warn")`: the host syncs of the step;
  3. fp16 + GradScaler forced for two tiny epochs: finite loss, steps not all skipped, resume;
@@ -55,6 +56,7 @@ from brats.store.volumes import iterate_volumes  # noqa: E402
 from brats.trainer import loop  # noqa: E402
 from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
 from brats.trainer.config import TrainConfig, config_from_dict  # noqa: E402
+from brats.trainer.memory_plan import estimate_step_memory  # noqa: E402
 from brats.trainer.step_timing import PHASES  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
@@ -93,8 +95,10 @@ def throughput(store: Path, work: Path, base: TrainConfig, steps: int) -> None:
         loop.run_training(config, progress=False)
         row = last_row(Path(config.out))
         amp, _ = loop.precision(config, torch.device(config.device))
-        memory = (f"{row.peak_gpu_mib / 1024:.2f} GiB allocated, {row.peak_gpu_reserved_mib / 1024:.2f} GiB reserved"
-                  if not pd.isna(row.peak_gpu_mib) else "CPU")
+        planned = estimate_step_memory(config, amp is not None).total / 2**30
+        memory = (f"{row.peak_gpu_mib / 1024:.2f} GiB allocated, {row.peak_gpu_reserved_mib / 1024:.2f} GiB reserved "
+                  f"(planned {planned:.2f} GiB: {planned / (row.peak_gpu_reserved_mib / 1024):.2f}x)"
+                  if not pd.isna(row.peak_gpu_mib) else f"CPU (planned for a GPU: {planned:.2f} GiB)")
         shape = f"{base.patch_size[0]}^3 x {base.stream.batch_size} x {base.accum_steps}"
         report(f"1. full model {shape}, cudnn.benchmark={bench}",
                f"{row.patches_per_s:.1f} patches/s, data wait {100 * row.data_wait:.1f}%, {memory}, "

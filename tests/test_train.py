@@ -405,3 +405,38 @@ def test_the_gpu_check_runs_end_to_end_as_a_dry_run(tmp_path):
     assert numbers == set(range(1, 10)), rows
     assert not [row for row in rows if row["result"].startswith("FAILED")], rows
     assert not [row for row in rows if re.search(r"\bnan\b", row["result"].lower())], rows
+
+
+def test_the_memory_plan_extrapolates_what_autograd_saves():
+    """The planner's line through two small patches predicts the bytes autograd really saves at a
+    third, larger one, and 16-bit autocast saves about half of what fp32 does."""
+    from brats.trainer.memory_plan import _saved_bytes, step_profile
+
+    config = config_from_dict(dict(base_channels=4, patch_size=(64, 64, 64), batch_size=1))
+    profile = step_profile(config, amp=False)
+    real, _ = _saved_bytes(config, 64, amp=False)
+    assert profile.estimate(1, (64, 64, 64)).activations == pytest.approx(real, rel=0.02)
+    half = step_profile(config, amp=True).estimate(1, (64, 64, 64)).activations
+    assert 0.4 < half / profile.estimate(1, (64, 64, 64)).activations < 0.75
+
+
+def test_plan_finds_the_largest_batch_that_fits():
+    from click.testing import CliRunner
+
+    from brats.cli.main import cli
+    from brats.trainer.memory_plan import GIB, step_profile
+
+    fits = CliRunner().invoke(cli, ["plan", "--gpu-memory", "8"])
+    assert fits.exit_code == 0 and "fits in 8.0 GiB" in fits.output and fits.output.count("\n") == 1
+    small = CliRunner().invoke(cli, ["plan", "--gpu-memory", "3", "--batch-size", "4"])
+    assert small.exit_code == 1 and "does NOT fit in 3.0 GiB" in small.output
+    largest = int(re.search(r"largest batch at this patch: (\d+)", small.output).group(1))
+    profile = step_profile(TrainConfig(), amp=True)
+    assert profile.estimate(largest, (96,) * 3).total <= 3 * GIB < profile.estimate(largest + 1, (96,) * 3).total
+
+
+def test_training_says_its_plan_before_it_starts(tiny_store, tmp_path, caplog):
+    caplog.set_level("INFO", logger="brats.trainer.loop")
+    run_training(tiny(tiny_store, tmp_path, epochs=1, val_every=5), progress=False)
+    assert "plan: 1 epoch x 4 updates of 4 patches (2 x 2 accumulated) = 4 updates, 16 patches" in caplog.text
+    assert "memory: one step needs about" in caplog.text and "on a GPU with 16-bit AMP" in caplog.text

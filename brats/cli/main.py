@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .common import configure_logging, stop_on_sigterm
 from .ingest import ingest
+from .plan import plan
 from .predict import predict
 from .score import score
 from .synth import synth
@@ -41,5 +42,5 @@ def cli(verbose: int) -> None:
     stop_on_sigterm()
 
 
-for command in (synth, ingest, train, score, predict, verify):
+for command in (synth, ingest, train, plan, score, predict, verify):
     cli.add_command(command)

@@ -36,6 +36,7 @@ from .augment import BatchAugmenter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, flat_settings
 from .loss import deep_supervision_loss
+from .memory_plan import plan_fit
 from .model import ResUNet
 from .postprocess import choose_postprocessing, configured
 from .seeds import AUGMENT, INIT, derive_seed
@@ -126,7 +127,8 @@ def plan_line(config: TrainConfig, plan: StepPlan, done_epochs: int = 0) -> str:
                f"; {plan.world_size} processes do not divide accum-steps {config.accum_steps}: the global batch is "
                f"{plan.global_batch}, not {config.stream.batch_size * config.accum_steps}")
     left = f", {plan.updates * (config.epochs - done_epochs)} still to do" if done_epochs else ""
-    return (f"plan: {config.epochs} epochs x {plan.updates} updates of {plan.global_batch} patches{split} = "
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+    return (f"plan: {epochs} x {plan.updates} updates of {plan.global_batch} patches{split} = "
             f"{total} updates, {total * plan.global_batch} patches{left}{changed}")
 
 
@@ -402,6 +404,20 @@ def _locked_run(config: TrainConfig, out: Path, runtime: ddp.Runtime, state: dic
     return _run(trainer, progress, min(stop_after or config.epochs, config.epochs))
 
 
+def _log_memory_plan(config: TrainConfig, device: torch.device, amp: bool) -> None:
+    """Say what one step needs (`memory_plan`); on a GPU it cannot hold, say what would fit."""
+    cuda = device.type == "cuda"
+    fit = plan_fit(config, amp if cuda else True, torch.cuda.get_device_properties(device).total_memory / 2**30
+                   if cuda else 8.0)
+    where = f"of {fit.budget / 2**30:.1f} GiB on this GPU" if cuda else "on a GPU with 16-bit AMP (estimate; 8 GiB card)"
+    log.info("memory: one step needs about %s %s", fit.estimate.line(), where)
+    if cuda and not fit.fits:
+        log.warning("this GPU (%.1f GiB) is likely too small for one step (%.1f GiB): use --batch-size %d, or "
+                    "--patch-size %s (`brats plan --gpu-memory %.0f` tells more)", fit.budget / 2**30,
+                    fit.estimate.total / 2**30, max(fit.largest_batch, 1), fit.largest_patch or "smaller",
+                    fit.budget / 2**30)
+
+
 def _check_same_store(store: str, state: dict[str, Any], split: Split, path: str) -> None:
     """A resumed run may read another copy of its store: same preprocessing, same labelled cases."""
     if read_store_attrs(store).to_attrs() != state["store_params"]:
@@ -424,6 +440,7 @@ def _run(trainer: Trainer, progress: bool, until: int) -> TrainResult:
                  f" x {runtime.world_size} processes" if runtime.distributed else "")
     if runtime.main:
         log.info("%s", plan_line(config, trainer.plan, trainer.epoch))
+        _log_memory_plan(config, runtime.device, trainer.amp_dtype is not None)
     hours = cpu_hours_per_epoch(config, os.cpu_count() or 1)
     if runtime.main and runtime.device.type == "cpu" and hours >= 1:
         log.warning("no GPU: this model and patch size take roughly %.0f h per epoch on this CPU; for real data "
