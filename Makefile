@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/brats ingest $(DATA)/raw --out $(DATA)/store
 	$(BIN)/brats train --config configs/demo.toml --store $(DATA)/store --out $(DATA)/run --overwrite
 	$(BIN)/brats score --ckpt $(DATA)/run/best.pt --out $(DATA)/run/final_scores.csv --figures $(DATA)/run/figures
-	$(BIN)/brats predict $(DATA)/raw $(DATA)/run/predictions --ckpt $(DATA)/run/best.pt
+	$(BIN)/brats predict $(DATA)/raw $(DATA)/run/predictions --ckpt $(DATA)/run/best.pt --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

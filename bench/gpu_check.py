@@ -88,7 +88,7 @@ def last_row(out: Path) -> pd.Series:
 
 
 def throughput(store: Path, work: Path, base: TrainConfig, steps: int) -> None:
-    for bench in (False, True):
+    for bench in (False, True) if base.device.startswith("cuda") else (False,):  # a CUDA flag: one run on CPU
         torch.backends.cudnn.benchmark = bench
         config = dataclasses.replace(base, out=str(work / f"speed-{bench}"), epochs=1, val_fraction=0.0,
                                      patches_per_epoch=steps * base.stream.batch_size * base.accum_steps)

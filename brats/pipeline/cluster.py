@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,18 @@ def scheduler_address(scheduler: str) -> str:
     return scheduler
 
 
+def _check_listening(address: str, scheduler: str) -> None:
+    """Fail in a second, not after the client's 20 s of retries, when nothing listens at a TCP address."""
+    match = re.fullmatch(r"(?:tcp://)?\[?([\w.:-]+?)\]?:(\d+)", address)
+    if not match:
+        return  # tls://, ucx://, ...: left to the client
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=5).close()
+    except OSError as exc:
+        raise SchedulerError(f"cannot reach Dask scheduler {printable(scheduler)}: nothing answers at {address} "
+                             f"({exc.strerror or type(exc).__name__})") from None
+
+
 @contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
     """A connected `distributed.Client`, closed (and its cluster stopped) on exit.
@@ -61,6 +74,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
 
     if scheduler:
         address = scheduler_address(scheduler)
+        _check_listening(address, scheduler)
         try:
             client = Client(address, timeout="20s")
         except (OSError, TimeoutError, ValueError, AssertionError, KeyError) as exc:
