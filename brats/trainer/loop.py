@@ -36,7 +36,7 @@ from .augment import BatchAugmenter
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, flat_settings
 from .loss import deep_supervision_loss
-from .memory_plan import plan_fit
+from .memory_plan import plan_fit, profile_is_cheap
 from .model import ResUNet
 from .postprocess import choose_postprocessing, configured
 from .seeds import AUGMENT, INIT, derive_seed
@@ -407,6 +407,9 @@ def _locked_run(config: TrainConfig, out: Path, runtime: ddp.Runtime, state: dic
 def _log_memory_plan(config: TrainConfig, device: torch.device, amp: bool) -> None:
     """Say what one step needs (`memory_plan`); on a GPU it cannot hold, say what would fit."""
     cuda = device.type == "cuda"
+    if not profile_is_cheap(config):
+        log.info("memory: not estimated at the start for a model this deep or wide; `brats plan` estimates it")
+        return
     fit = plan_fit(config, amp if cuda else True, torch.cuda.get_device_properties(device).total_memory / 2**30
                    if cuda else 8.0)
     where = f"of {fit.budget / 2**30:.1f} GiB on this GPU" if cuda else "on a GPU with 16-bit AMP (estimate; 8 GiB card)"

@@ -103,6 +103,12 @@ class StepProfile:
                               backward=backward, batch=data, margin=int(MARGIN_FRACTION * subtotal) + MARGIN_BYTES)
 
 
+def profile_is_cheap(config: TrainConfig) -> bool:
+    """Whether `step_profile` takes at most a few seconds and a few hundred MB on a CPU (its larger
+    patch is 3 x 2^levels voxels a side: deep models need big patches)."""
+    return (3 * config.model.divisor) ** 3 * config.model.base_channels <= 4 * 48**3 * 32
+
+
 def step_profile(config: TrainConfig, amp: bool) -> StepProfile:
     """Measure the model of `config` on two small patches (a second or two on a CPU)."""
     divisor = config.model.divisor
