@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -59,6 +60,21 @@ def quiet_dask() -> None:
     logging.getLogger("distributed").setLevel(logging.DEBUG if _VERBOSE[0] > 1 else logging.ERROR)
 
 
+def exit_interrupted(message: str) -> None:
+    """Say how to continue, then end the process at once with exit code 130.
+
+    An interrupt can land while a library's background thread (zarr's event loop, a loader) is
+    still inside C code; letting the interpreter finalise around it can crash ("Fatal Python
+    error", exit -6 or -2 instead of 130). Everything a verb keeps is already written atomically,
+    so nothing is lost by skipping the finalisation.
+    """
+    click.echo(message, err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
 def line(text: str) -> str:
     """A message as exactly one line: its first line, control characters (a newline in a folder
     name) written as escapes so that no name can forge a second message."""
@@ -80,10 +96,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(line(f"error: {where}{exc.strerror or exc}"), err=True)
             sys.exit(EXIT_FATAL)
         except Interrupted as exc:
-            click.echo(line(f"interrupted: {exc}"), err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            exit_interrupted(line(f"interrupted: {exc}"))
         except KeyboardInterrupt:
-            click.echo("interrupted: nothing half-written was kept; run the same command again to continue", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            exit_interrupted("interrupted: nothing half-written was kept; run the same command again to continue")
 
     return wrapper
