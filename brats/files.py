@@ -63,7 +63,8 @@ def replaced_together(paths: list[Path], suffix: str = "") -> Iterator[list[Path
     except OSError as error:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
-        raise OutputError(current, str(error.strerror or error)) from None
+        written = {str(tmp): path for tmp, path in zip(tmps, paths)}  # the file being written, by its name
+        raise OutputError(written.get(str(error.filename), current), str(error.strerror or error)) from None
     except BaseException:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)

@@ -199,7 +199,8 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictSumma
         warn_stale(config.store, [j.case_id for j in jobs])  # type: ignore[arg-type]
     with folder_lock(out, "predict"):
         provenance = Provenance(out, _producer(members, config))
-        todo = _to_predict(jobs, config, out, provenance, summary)
+        pending = _to_predict(jobs, config, out, provenance, summary)
+        todo, inputs = [job for job, _ in pending], {job.case_id: key for job, key in pending}
         for refusal in summary.refused:
             log.info("refused %s", refusal.problem)
         provenance.save()  # the folder's producer is now this one
@@ -210,9 +211,8 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictSumma
                 log.info("refused %s", case)
                 continue
             assert case.image is not None
-            inputs = _inputs_key(job, config.store)
             labels = predict_case(members, case.image, inference, device, config.postprocess)
-            provenance.record(job.case_id, inputs, save_prediction(out, case, labels))
+            provenance.record(job.case_id, inputs[job.case_id], save_prediction(out, case, labels))
             summary.written.append(job.case_id)
             fault_point("predict:case")
     summary.seconds = time.perf_counter() - start
@@ -220,11 +220,13 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictSumma
 
 
 def _to_predict(jobs: list[_Job], config: PredictConfig, out: Path, provenance: Provenance,
-                summary: PredictSummary) -> list[_Job]:
-    """The jobs whose segmentation is not up to date. Segmentations in OUT made by another producer
+                summary: PredictSummary) -> list[tuple[_Job, Any]]:
+    """The jobs whose segmentation is not up to date, each with the key of its inputs (taken before
+    they are read, so a file changed meanwhile is predicted again next time). Segmentations in OUT made by another producer
     (another checkpoint, other options, another brats, an unknown tool) are never silently kept
     nor silently replaced: the run is refused unless `overwrite`."""
-    todo, foreign = [], []
+    todo: list[tuple[_Job, Any]] = []
+    foreign = []
     for job in jobs:
         path = output_path(out, job.case_id)
         try:
@@ -233,11 +235,11 @@ def _to_predict(jobs: list[_Job], config: PredictConfig, out: Path, provenance: 
             summary.refused.append(Refusal(job.case_id, str(error)))
             continue
         if config.overwrite or not path.exists():
-            todo.append(job)
+            todo.append((job, inputs))
         elif provenance.up_to_date(job.case_id, inputs, path):
             summary.up_to_date.append(job.case_id)
         elif provenance.same_producer:
-            todo.append(job)  # its inputs changed, or the file was: predicted again
+            todo.append((job, inputs))  # its inputs changed, or the file was: predicted again
         else:
             foreign.append(job.case_id)
     if foreign:

@@ -74,8 +74,8 @@ def verify_store(root: str | Path) -> list[Problem]:
     for case_id in sorted(set(listed) - set(on_disk)):
         problems.append(Problem(str(cases_dir / case_id), "listed in the index but absent"))
     for case_id in on_disk:
-        if layout.case_id_problem(case_id):
-            problems.append(Problem(str(cases_dir / case_id), f"not a case folder: {layout.case_id_problem(case_id)}"))
+        if unusable := layout.case_id_problem(case_id):
+            problems.append(Problem(str(cases_dir / case_id), f"not a case folder: {unusable}"))
             continue
         found = list(verify_case(root, case_id))
         problems += found

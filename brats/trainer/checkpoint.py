@@ -118,6 +118,7 @@ STATE_TYPES: dict[str, tuple[str, Any]] = {
     "torch_rng": ("a tensor", lambda v: isinstance(v, torch.Tensor)),
 }
 REQUIRED = ("model", "model_config", "config")
+RESUME_ENTRIES = ("split", "store_params", "epoch", "history", "optimizer", "augmenter", "torch_rng")  # training state
 
 
 def check_state(state: dict[str, Any], path: str) -> None:

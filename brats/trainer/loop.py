@@ -33,7 +33,7 @@ from ..store.stale import warn_stale
 from ..store.volumes import iterate_volumes
 from . import ddp
 from .augment import BatchAugmenter
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RESUME_ENTRIES, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_from_dict, flat_settings
 from .loss import deep_supervision_loss
 from .memory_plan import plan_fit, profile_is_cheap
@@ -163,8 +163,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> No
     if "loss" not in state["config"]:
         raise CheckpointError(f"{path}: was trained by brats 0.1 (class head, Dice loss) and cannot be resumed by "
                               f"this version; it can still be scored, or start a new run")
-    missing = [k for k in ("split", "store_params", "epoch", "history", "optimizer", "augmenter", "torch_rng")
-               if k not in state]
+    missing = [k for k in RESUME_ENTRIES if k not in state]
     if missing:
         raise CheckpointError(f"{path}: holds no training state to resume ({', '.join(missing)} missing); it can "
                               "still be scored, or start a new run")
