@@ -62,9 +62,9 @@ def ingest_cases(tmp_path: Path, cases: dict[str, tuple[list, np.ndarray | None]
 def brats_03_config(config) -> dict:
     """`config` (a TrainConfig) as brats <= 0.3 saved it in checkpoints and train_config.json: one
     flat table, `augment` its only section."""
-    from brats.trainer.config import FLAT_NAMES
+    from brats.trainer.config import ADDED_SINCE, FLAT_NAMES
 
     nested = config.to_dict()
-    flat = {k: v for k, v in nested.items() if k not in ("model", "loss", "stream")}
+    flat = {k: v for k, v in nested.items() if k not in ("model", "loss", "stream", "deterministic", *ADDED_SINCE)}
     flat.update({name: nested[section][key] for name, (section, key) in FLAT_NAMES.items()})
     return flat

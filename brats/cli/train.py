@@ -51,6 +51,10 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--accum-steps", type=click.IntRange(1), default=None,
               help="Steps accumulated per optimizer update." + default("accum_steps"))
 @click.option("--lr", type=float, default=None, help="AdamW learning rate." + default("lr"))
+@click.option("--weight-decay", type=float, default=None,
+              help="AdamW's decoupled weight decay (each update shrinks weights by lr x this)." + default("weight_decay"))
+@click.option("--grad-clip", type=float, default=None,
+              help="Clip each update's global gradient norm to this; 0 off." + default("grad_clip"))
 @click.option("--amp/--no-amp", default=None, help="Mixed precision.  [default: on CUDA, off on CPU]")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Case-loading threads; 0 inline." + default("workers"))
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N." + default("device"))

@@ -18,7 +18,7 @@ from ..errors import CheckpointError, ConfigError, shortened
 from ..inference import InferenceConfig, predict_labels
 from ..regions import Postprocessing
 from ..trainer.checkpoint import load_checkpoint
-from ..trainer.config import TrainConfig, config_from_dict
+from ..trainer.config import TrainConfig, saved_config
 from ..trainer.model import ModelConfig, ResUNet
 
 # What a checkpoint holds only to resume training (the weights live in the rebuilt model).
@@ -40,7 +40,7 @@ class Member:
     @cached_property
     def config(self) -> TrainConfig:
         """The settings it was trained with (flat brats <= 0.3 ones converted)."""
-        return config_from_dict(self.state["config"], where=self.path)
+        return saved_config(self.state["config"], where=self.path)
 
     @property
     def inference_key(self) -> tuple[Any, ...]:

@@ -270,10 +270,11 @@ class TrainConfig:
     store: str = "store"
     out: str = "."
     epochs: int = 100
-    patches_per_epoch: int = 4096
+    patches_per_epoch: int = 8192
     accum_steps: int = 8
     lr: float = 1e-4
     weight_decay: float = 1e-5
+    grad_clip: float = 12.0  # the largest global gradient norm of an update (clipped above it); 0 off
     amp: bool | None = None  # None: mixed precision on CUDA, full precision on CPU
     device: str = "auto"
     deterministic: bool = False  # CUDA: deterministic kernels instead of cuDNN autotuning (slower)
@@ -296,6 +297,8 @@ class TrainConfig:
         _at_least_one(self, "epochs", "patches_per_epoch", "accum_steps", "val_every")
         if self.lr <= 0 or self.lr > 1 or self.weight_decay < 0:
             raise ConfigError(f"lr must lie in (0, 1] and weight-decay be 0 or more, not {self.lr} and {self.weight_decay}")
+        if not self.grad_clip >= 0 or math.isinf(self.grad_clip):
+            raise ConfigError(f"grad-clip must be a finite norm, or 0 (off), not {self.grad_clip}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number of 0 or more, not {self.seed}")
         check_device_name(self.device)
@@ -430,6 +433,23 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None, wh
         raise ConfigError(f"{where}: {error}") from None
 
 
+# Settings added since runs were first saved, with the value that reproduces a run saved before them.
+ADDED_SINCE = {"grad_clip": 0.0}  # brats < 0.4 never clipped
+
+
+def saved_config(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    """The settings a run saved (checkpoint, train_config.json): a setting added since it was
+    written takes the value that reproduces that run, not today's default."""
+    return config_from_dict(_as_saved(values), where=where)
+
+
+def _as_saved(values: Any) -> Any:
+    if not isinstance(values, dict):
+        return values
+    added = {k: v for k, v in ADDED_SINCE.items() if k not in values and k.replace("_", "-") not in values}
+    return {**added, **values}
+
+
 _AUGMENT_0_3_KEYS = {"flip_prob", "scale_prob", "scale_range", "shift_prob", "shift_range", "gamma_prob", "gamma_range",
                      "noise_prob", "noise_std", "affine_prob", "rotation_degrees", "zoom_range"}
 
@@ -461,5 +481,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any], base: TrainC
             raise ConfigError(f"{path}: cannot read config file ({error.strerror})") from None
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'TOML'} ({error})") from None
+        if str(path).endswith(".json"):  # a run's train_config.json: reruns that run
+            data = _as_saved(data)
         config = config_from_dict(data, config, str(path))
     return config_from_dict({k: v for k, v in overrides.items() if v is not None}, config, "options")

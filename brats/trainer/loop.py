@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from tqdm import tqdm
 
 from .. import __version__
@@ -34,7 +35,7 @@ from ..store.volumes import iterate_volumes
 from . import ddp
 from .augment import BatchAugmenter
 from .checkpoint import RESUME_ENTRIES, load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_from_dict, flat_settings
+from .config import TrainConfig, flat_settings, saved_config
 from .loss import deep_supervision_loss
 from .memory_plan import plan_fit, profile_is_cheap
 from .model import ResUNet
@@ -167,7 +168,7 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, path: str) -> No
     if missing:
         raise CheckpointError(f"{path}: holds no training state to resume ({', '.join(missing)} missing); it can "
                               "still be scored, or start a new run")
-    saved = flat_settings(config_from_dict(state["config"], where=path))
+    saved = flat_settings(saved_config(state["config"], where=path))
     conflicts = [k for k, v in flat_settings(config).items() if k not in RESUMABLE and saved[k] != v]
     if conflicts:
         raise CheckpointError(f"{path}: was trained with other settings ({', '.join(conflicts)}); "
@@ -178,7 +179,7 @@ def resume_base(path: str | Path) -> TrainConfig:
     """The config a checkpoint was trained with (the base for options given when resuming), with
     the absolute store path it recorded, so a run resumes from any working directory."""
     state = load_checkpoint(path)
-    config = config_from_dict(state["config"], where=str(path))
+    config = saved_config(state["config"], where=str(path))
     return dataclasses.replace(config, store=state.get("store") or config.store)
 
 
@@ -262,6 +263,7 @@ class Trainer:
         autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         losses, waited, start = [], 0.0, time.perf_counter()
         self.timer.reset()
+        self.grad_norms: list[torch.Tensor] = []
         batches = stream.batches(self.epoch, micro)
         bar = tqdm(total=micro, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (progress and self.runtime.main))
@@ -294,7 +296,7 @@ class Trainer:
                 "updates": plan.updates, "patches": plan.patches,
                 "patches_per_s": micro * cfg.stream.batch_size * self.runtime.world_size / seconds,
                 "data_wait": waited / seconds, "peak_gpu_mib": peak, "peak_gpu_reserved_mib": reserved,
-                "seconds": seconds, **self.timer.per_step()}
+                "seconds": seconds, **self._gradient_stats(), **self.timer.per_step()}
 
     def _check_finite(self, loss: float) -> None:
         """Stop (TrainingDiverged, one line) before a non-finite loss or weights reach a checkpoint."""
@@ -328,11 +330,32 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.timer.mark("backward")
         if update:
+            self._clip_gradients()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             self.timer.mark("optimizer")
         return loss.detach()
+
+    def _clip_gradients(self) -> None:
+        """Keep the update's global gradient norm (true scale, on the device: no host sync), and
+        scale the gradients down to `grad_clip` where it is above."""
+        self.scaler.unscale_(self.optimizer)  # a no-op without the fp16 scaler
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = get_total_norm(grads)
+        if self.config.grad_clip:
+            clip_grads_with_norm_(self.model.parameters(), self.config.grad_clip, norm)
+        self.grad_norms.append(norm.detach())
+
+    def _gradient_stats(self) -> dict[str, float | None]:
+        """The epoch's update norms (fp16 overflow steps, skipped by the scaler, left out)."""
+        norms = torch.stack(self.grad_norms).double().cpu() if self.grad_norms else torch.zeros(0)
+        norms = norms[torch.isfinite(norms)]
+        if not len(norms):
+            return {"grad_norm_p50": None, "grad_norm_p99": None, "grad_norm_max": None, "clipped_share": None}
+        clipped = float((norms > self.config.grad_clip).double().mean()) if self.config.grad_clip else None
+        return {"grad_norm_p50": float(norms.quantile(0.5)), "grad_norm_p99": float(norms.quantile(0.99)),
+                "grad_norm_max": float(norms.max()), "clipped_share": clipped}
 
     def validate(self, progress: bool) -> dict[str, float]:
         """Mean Dice per region over the validation cases (sliding window on whole cases, nested

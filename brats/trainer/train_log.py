@@ -13,7 +13,8 @@ from ..files import replaced_on_success
 LOG_COLUMNS = ["epoch", "train_loss", "dice_wt", "dice_tc", "dice_et", "dice_mean",
                "dice_wt_raw", "dice_tc_raw", "dice_et_raw", "lw_dice_wt", "lw_dice_tc", "lw_dice_et",
                "min_voxels_wt", "min_voxels_tc", "min_voxels_et", "et_min_voxels", "postprocess_searched",
-               "lr", "updates", "patches", "patches_per_s", "data_wait", "peak_gpu_mib", "peak_gpu_reserved_mib", "seconds"]
+               "lr", "grad_norm_p50", "grad_norm_p99", "grad_norm_max", "clipped_share", "updates", "patches",
+               "patches_per_s", "data_wait", "peak_gpu_mib", "peak_gpu_reserved_mib", "seconds"]
 
 
 def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
