@@ -28,7 +28,7 @@ from brats.trainer.augment import BatchAugmenter
 from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
 from brats.trainer.config import TrainConfig, config_from_dict, load_config, saved_config
 from brats.trainer.loop import cosine_lr, precision, run_training
-from brats.trainer.loss import LossConfig, deep_supervision_loss, soft_dice_loss
+from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss, soft_dice_loss
 from brats.trainer.model import ModelConfig, ResUNet, parameter_count
 from brats.trainer.seeds import INIT, derive_seed
 from brats.trainer.step_timing import PHASES
@@ -69,6 +69,22 @@ def test_loss_is_zero_for_a_perfect_prediction_and_behaves_on_empty_regions():
     outputs = [logits, logits[..., ::2, ::2, ::2], logits[..., ::4, ::4, ::4]]
     assert float(deep_supervision_loss(outputs, label)) < 1e-6
     assert float(deep_supervision_loss([torch.zeros_like(o) for o in outputs], label)) > 0.5
+
+
+def test_every_deep_supervision_head_is_trained():
+    """The design's 1/0.5/0.25 for two heads; a third head (levels 4 allow it) gets 0.125, not silently nothing."""
+    torch.manual_seed(0)
+    label = torch.randint(0, 4, (2, 32, 32, 32))
+    model = ResUNet(ModelConfig(base_channels=4, deep_supervision=3))
+    outputs = model(torch.randn(2, 4, 32, 32, 32))
+    assert len(outputs) == 4
+    deep_supervision_loss(outputs, label).backward()
+    assert all(head.weight.grad is not None and head.weight.grad.abs().sum() > 0 for head in model.ds_heads)
+    two = [o.detach() for o in outputs[:3]]
+    targets = region_targets(label)
+    by_hand = sum(w * region_loss(o, targets[..., ::2**i, ::2**i, ::2**i]) for i, (o, w) in
+                  enumerate(zip(two, (1.0, 0.5, 0.25), strict=True)))
+    torch.testing.assert_close(deep_supervision_loss(two, label), by_hand)
 
 
 def test_gradient_accumulation_equals_the_large_batch():

@@ -36,7 +36,7 @@ from . import ddp
 from .augment import BatchAugmenter
 from .checkpoint import RESUME_ENTRIES, load_checkpoint, save_checkpoint
 from .config import TrainConfig, flat_settings, saved_config
-from .loss import deep_supervision_loss
+from .loss import LOSS_NAMES, deep_supervision_loss
 from .memory_plan import plan_fit, profile_is_cheap
 from .model import ResUNet
 from .postprocess import choose_postprocessing, configured
@@ -512,7 +512,8 @@ def _save(trainer: Trainer, out: Path, improved: bool, augmenters: list[dict[str
     if improved:
         save_checkpoint(out / BEST, state)
     write_log(out / LOG_CSV, trainer.history)
-    plot_curves(out / CURVES, trainer.history)
+    plot_curves(out / CURVES, trainer.history, LOSS_NAMES[trainer.config.loss.kind],
+                trainer.best[1] if trainer.best and trainer.split.val else None)
 
 
 def _summary(row: dict[str, Any], epochs: int) -> str:

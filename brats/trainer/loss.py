@@ -19,8 +19,15 @@ import torch.nn.functional as F
 from ..regions import region_probabilities, region_targets
 from .config import LossConfig
 
-DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25)
 SMOOTH = 1.0
+LOSS_NAMES = {"dice+bce": "region Dice + BCE", "dice": "region Dice"}  # as plotted, per LossConfig.kind
+
+
+def deep_supervision_weights(heads: int) -> list[float]:
+    """1, 1/2, 1/4, ... for the full-resolution output and each deeper head (the design's 1/0.5/0.25)."""
+    return [0.5**i for i in range(heads)]
+
+
 def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: float = SMOOTH,
                    batch_dice: bool = False) -> torch.Tensor:
     """1 - mean over regions (and samples, unless `batch_dice`) of (2·Σpt + s) / (Σp + Σt + s)."""
@@ -48,9 +55,9 @@ def downsample_targets(targets: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor,
-                          config: LossConfig = LossConfig(),
-                          weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS) -> torch.Tensor:
-    """1.0·L(full) + 0.5·L(1/2) + 0.25·L(1/4) (fewer terms if fewer heads).
+                          config: LossConfig = LossConfig()) -> torch.Tensor:
+    """1.0·L(full) + 0.5·L(1/2) + 0.25·L(1/4), halving on for every further head (fewer terms if
+    fewer heads): every output the model gives is trained.
 
     `targets` are (B, 3, ...) region masks (`region_targets`, soft where the input was pooled)
     or (B, ...) integer store labels.
@@ -60,7 +67,7 @@ def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], target
     if targets.ndim == outputs[0].ndim - 1:
         targets = region_targets(targets)
     total = torch.zeros((), device=targets.device)
-    for i, (logits, weight) in enumerate(zip(outputs, weights)):
+    for i, (logits, weight) in enumerate(zip(outputs, deep_supervision_weights(len(outputs)), strict=True)):
         target = downsample_targets(targets, 2**i)
         if target.shape[-3:] != logits.shape[-3:]:
             target = F.interpolate(target, size=logits.shape[-3:], mode="nearest")

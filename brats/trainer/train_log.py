@@ -25,24 +25,47 @@ def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def plot_curves(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Training loss and validation Dice (WT, TC, ET, mean) against epoch."""
+def plot_curves(path: Path, rows: list[dict[str, Any]], loss_name: str = "region Dice + BCE",
+                best_epoch: int | None = None) -> None:
+    """Training loss with the lr, and validation Dice (WT, TC, ET, mean; lesion-wise mean dashed),
+    on one epoch axis; the best epoch (best.pt) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True)
     epochs = [r["epoch"] for r in rows]
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker=".")
-    ax_loss.set(xlabel="epoch", ylabel="training loss (deep-supervised region Dice)", title="Loss")
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", color="tab:blue", label="training loss")
+    ax_loss.set(xlabel="epoch", ylabel=f"training loss ({loss_name}, deep-supervised)", title="Loss and learning rate")
+    ax_lr = ax_loss.twinx()
+    ax_lr.plot(epochs, [r["lr"] for r in rows], color="tab:gray", linestyle=":", label="lr")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     validated = [r for r in rows if r.get("dice_mean") not in (None, "")]
-    for key, name in (("dice_wt", "WT"), ("dice_tc", "TC"), ("dice_et", "ET"), ("dice_mean", "mean")):
-        ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name)
-    ax_dice.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="Validation Dice")
-    ax_dice.legend(loc="lower right")
+    shown = (("dice_wt", "WT", "tab:green", "-"), ("dice_tc", "TC", "goldenrod", "-"), ("dice_et", "ET", "tab:red", "-"),
+             ("dice_mean", "mean", "black", "-"))
+    for key, name, color, style in shown:
+        ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name, color=color,
+                     linestyle=style)
+    lesionwise = [r for r in validated if all(r.get(f"lw_dice_{k}") not in (None, "") for k in ("wt", "tc", "et"))]
+    if lesionwise:
+        ax_dice.plot([r["epoch"] for r in lesionwise],
+                     [sum(r[f"lw_dice_{k}"] for k in ("wt", "tc", "et")) / 3 for r in lesionwise],
+                     marker=".", color="black", linestyle="--", label="lesion-wise mean")
+    if best_epoch is not None:
+        for ax in (ax_loss, ax_dice):
+            ax.axvline(best_epoch, color="tab:purple", alpha=0.5, linewidth=1)
+        ax_dice.annotate(f"best.pt (epoch {best_epoch})", (best_epoch, 0.02), color="tab:purple", fontsize=8,
+                         ha="right", rotation=90, va="bottom")
+    ax_dice.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="Validation Dice (held-out cases)")
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = ax_loss.get_legend_handles_labels()[0] + ax_lr.get_legend_handles_labels()[0]
+    ax_loss.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax_dice.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=5, frameon=False, fontsize=8)
     fig.tight_layout()
     with replaced_on_success(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
