@@ -251,6 +251,7 @@ def test_the_cpu_preset_for_real_data_loads():
     config = load_config("configs/real-cpu.toml", {"store": "s"})
     assert (config.downsample, config.patch_size, config.model.base_channels) == (1, (96, 96, 96), 8)
     assert config.loss.kind == "dice+bce" and config.loss.batch_dice and config.store == "s"
+    assert config.grad_clip == 0.0 and config.patches_per_epoch == 128  # as measured across institutions
 
 
 def test_toml_config_and_cli_overrides(tmp_path):
