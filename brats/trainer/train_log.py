@@ -44,11 +44,10 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], loss_name: str = "region
     ax_lr.set_ylabel("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     validated = [r for r in rows if r.get("dice_mean") not in (None, "")]
-    shown = (("dice_wt", "WT", "tab:green", "-"), ("dice_tc", "TC", "goldenrod", "-"), ("dice_et", "ET", "tab:red", "-"),
-             ("dice_mean", "mean", "black", "-"))
-    for key, name, color, style in shown:
-        ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name, color=color,
-                     linestyle=style)
+    shown = (("dice_wt", "WT", "tab:green"), ("dice_tc", "TC", "goldenrod"), ("dice_et", "ET", "tab:red"),
+             ("dice_mean", "mean", "black"))
+    for key, name, color in shown:
+        ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name, color=color)
     lesionwise = [r for r in validated if all(r.get(f"lw_dice_{k}") not in (None, "") for k in ("wt", "tc", "et"))]
     if lesionwise:
         ax_dice.plot([r["epoch"] for r in lesionwise],
