@@ -33,7 +33,7 @@ test: setup
 
 # ruff (pyflakes, pycodestyle, import order, bugbear) and the import layers (tests/test_layers.py).
 lint: setup
-	$(BIN)/ruff check brats tests bench
+	$(BIN)/ruff check gliostream tests bench
 	$(BIN)/python -m pytest -q tests/test_layers.py
 
 clean:

@@ -29,6 +29,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def record_results(bench: str, figures: dict[str, str], results: Path = RESULTS) -> Path:
+    """Keep the figures a run measured, formatted as the docs quote them, in docs/results/<bench>.json
+    (merged with that file's others, which another part of the script may have measured). The README
+    and docs/benchmarks.md quote these files; tests/test_docs.py fails on a README figure none holds."""
+    path = results / f"{bench}.json"
+    data = json.loads(path.read_text()) if path.exists() else {"bench": f"bench/{bench}.py", "figures": {}}
+    data.update(machine=machine(), date=time.strftime("%Y-%m-%d"))
+    data["figures"].update(figures)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(f"results: {path}")
+    return path
+
+
 def best_of(fn, repeats: int) -> float:
     """Best wall time of `repeats` calls (seconds): the least disturbed measurement."""
     best = float("inf")
@@ -45,7 +62,7 @@ def raw_dataset(raw: str | None, tmp: Path, cases: int = 6) -> Path:
         return Path(raw)
     if REALDATA.is_dir():
         return REALDATA
-    from brats.synth import SynthConfig, synth_dataset
+    from gliostream.synth import SynthConfig, synth_dataset
 
     out = tmp / "raw"
     synth_dataset(out, SynthConfig(cases=cases, shape=(240, 240, 155)), progress=False)
@@ -104,6 +121,6 @@ def folder_bytes(folder: Path) -> int:
 
 
 def labelled_cases(raw: Path):
-    from brats.pipeline.discovery import discover_cases
+    from gliostream.pipeline.discovery import discover_cases
 
     return [c for c in discover_cases(raw) if c.problem is None and c.labelled]

@@ -69,10 +69,10 @@ def weights_moved(run: Path) -> dict[str, float]:
     run's own seeded initialisation), beside what AdamW's decoupled decay took: 1 − Π(1 − lr·wd)."""
     import torch
 
-    from brats.trainer.checkpoint import load_checkpoint
-    from brats.trainer.config import saved_config
-    from brats.trainer.model import ResUNet
-    from brats.trainer.seeds import INIT, derive_seed
+    from gliostream.trainer.checkpoint import load_checkpoint
+    from gliostream.trainer.config import saved_config
+    from gliostream.trainer.model import ResUNet
+    from gliostream.trainer.seeds import INIT, derive_seed
 
     state = load_checkpoint(run / "last.pt")
     config = saved_config(state["config"])

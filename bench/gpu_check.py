@@ -45,19 +45,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REALDATA, machine  # noqa: E402
 from real import held_out, institution  # noqa: E402
 
-from brats.inference import InferenceConfig, predict_probabilities  # noqa: E402
-from brats.labels import REGIONS  # noqa: E402
-from brats.metrics import region_dice  # noqa: E402
-from brats.pipeline.ingest import run_ingest  # noqa: E402
-from brats.regions import decode_regions  # noqa: E402
-from brats.scoring.run import ScoreConfig, run_scoring  # noqa: E402
-from brats.store.reader import labelled_case_ids  # noqa: E402
-from brats.store.volumes import iterate_volumes  # noqa: E402
-from brats.trainer import loop  # noqa: E402
-from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
-from brats.trainer.config import TrainConfig, config_from_dict  # noqa: E402
-from brats.trainer.memory_plan import estimate_step_memory  # noqa: E402
-from brats.trainer.step_timing import PHASES  # noqa: E402
+from gliostream.inference import InferenceConfig, predict_probabilities  # noqa: E402
+from gliostream.labels import REGIONS  # noqa: E402
+from gliostream.metrics import region_dice  # noqa: E402
+from gliostream.pipeline.ingest import run_ingest  # noqa: E402
+from gliostream.regions import decode_regions  # noqa: E402
+from gliostream.scoring.run import ScoreConfig, run_scoring  # noqa: E402
+from gliostream.store.reader import labelled_case_ids  # noqa: E402
+from gliostream.store.volumes import iterate_volumes  # noqa: E402
+from gliostream.trainer import loop  # noqa: E402
+from gliostream.trainer.checkpoint import load_checkpoint, read_checkpoint  # noqa: E402
+from gliostream.trainer.config import TrainConfig, config_from_dict  # noqa: E402
+from gliostream.trainer.memory_plan import estimate_step_memory  # noqa: E402
+from gliostream.trainer.step_timing import PHASES  # noqa: E402
 
 ROWS: list[tuple[str, str]] = []
 RESULTS: dict[str, object] = {}
@@ -150,12 +150,12 @@ def fp16_path(store: Path, work: Path, tiny: TrainConfig) -> None:
 
 
 def bf16_inference(store: Path, ckpt: Path, device: str) -> None:
-    from brats.scoring.models import load_model
+    from gliostream.scoring.models import load_model
 
-    state = load_checkpoint(ckpt)
-    model = load_model(state, str(ckpt), torch.device(device))
+    checkpoint = read_checkpoint(ckpt)
+    model = load_model(checkpoint, torch.device(device))
     case = next(iterate_volumes(store, labelled_case_ids(store)[:1], workers=0))
-    trained = config_from_dict(state["config"])
+    trained = checkpoint.config
     config = InferenceConfig(window=trained.patch_size, downsample=trained.downsample)
     full = predict_probabilities(model, case.image, dataclasses.replace(config, amp=False), device)
     mixed = predict_probabilities(model, case.image, config, device)
@@ -186,9 +186,9 @@ def repeatability(store: Path, work: Path, tiny: TrainConfig) -> None:
 def micro_step(base: TrainConfig, steps: int, compile_too: bool = True) -> None:
     """Forward, backward and AdamW step of the full model on one batch, with each layout and compiler
     setting (memory format `channels_last_3d`; `torch.compile`)."""
-    from brats.regions import region_targets
-    from brats.trainer.loss import deep_supervision_loss
-    from brats.trainer.model import ResUNet
+    from gliostream.regions import region_targets
+    from gliostream.trainer.loss import deep_supervision_loss
+    from gliostream.trainer.model import ResUNet
 
     device = torch.device(base.device)
     amp, _ = loop.precision(base, device)
@@ -228,11 +228,11 @@ def micro_step(base: TrainConfig, steps: int, compile_too: bool = True) -> None:
 
 
 def inference_speed(store: Path, ckpt: Path, device: str, cases: int) -> None:
-    from brats.scoring.models import load_model
+    from gliostream.scoring.models import load_model
 
-    state = load_checkpoint(ckpt)
-    model = load_model(state, str(ckpt), torch.device(device))
-    trained = config_from_dict(state["config"])
+    checkpoint = read_checkpoint(ckpt)
+    model = load_model(checkpoint, torch.device(device))
+    trained = checkpoint.config
     volumes = list(iterate_volumes(store, labelled_case_ids(store)[:cases], workers=0))
     timings = []
     for tta in (False, True):
@@ -302,7 +302,7 @@ def main() -> None:
         store = work / "store"
         raw = Path(args.raw)
         if args.dry_run and not raw.is_dir():
-            from brats.synth import SynthConfig, synth_dataset
+            from gliostream.synth import SynthConfig, synth_dataset
 
             raw = work / "raw"
             synth_dataset(raw, SynthConfig(cases=5, shape=(48, 48, 40), seed=1), progress=False)

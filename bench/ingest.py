@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BIN, best_of, machine, raw_dataset, timed_command  # noqa: E402
 from zlib_ng import zlib_ng  # noqa: E402
 
-from brats.pipeline.config import IngestConfig  # noqa: E402
-from brats.pipeline.discovery import discover_cases  # noqa: E402
-from brats.pipeline.ingest import ingest_case, run_ingest  # noqa: E402
-from brats.store import layout  # noqa: E402
-from brats.store.reader import read_case_record  # noqa: E402
-from brats.store.writer import create_or_check_store  # noqa: E402
+from gliostream.pipeline.config import IngestConfig  # noqa: E402
+from gliostream.pipeline.discovery import discover_cases  # noqa: E402
+from gliostream.pipeline.ingest import ingest_case, run_ingest  # noqa: E402
+from gliostream.store import layout  # noqa: E402
+from gliostream.store.reader import read_case_record  # noqa: E402
+from gliostream.store.writer import create_or_check_store  # noqa: E402
 
 
 def inflate_all(files, module) -> None:
@@ -101,7 +101,7 @@ def scaling(raw: Path, tmp: Path, copies: int, max_workers: int) -> None:
         print(f"| {workers} | {wall:.2f} | {n_cases / wall:.2f} | {base / wall:.2f} | {base / wall / workers:.0%} |")
 
 
-STAGES = {  # function name in brats.pipeline / brats.store -> what it does
+STAGES = {  # function name in gliostream.pipeline / gliostream.store -> what it does
     "case_lock": "lock", "recover_case": "recover debris", "read_case_record": "read previous record",
     "open_sources": "read files, SHA-256, header checks", "case_fingerprint": "fingerprint",
     "decode_case": "inflate + decode, finite/label checks", "preprocess_case": "crop, z-score, remap, locations",

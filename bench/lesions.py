@@ -3,7 +3,7 @@
 On real BraTS segmentations (../shared/realdata, or --raw) the prediction of each case is its
 own reference perturbed (--perturb eroded, shifted or blobs added, as in the lesion-wise tests),
 or a folder of <case_id>.nii.gz files (--pred). For every case it times, side by side:
-- `brats.lesionwise.lesionwise_metrics` (WT, TC, ET) on the whole raw grid;
+- `gliostream.lesionwise.lesionwise_metrics` (WT, TC, ET) on the whole raw grid;
 - the official algorithm transcribed step by step (tests/lesionwise_reference.py: one full-volume
   dilation per lesion, scipy labelling, MONAI HD95), which stands in for the official code;
 - 26-connected labelling of the region masks and of their dilations by `cc3d` and by
@@ -29,12 +29,12 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import REALDATA, machine  # noqa: E402
+from _common import REALDATA, machine, record_results  # noqa: E402
 
-from brats.labels import REGIONS  # noqa: E402
-from brats.lesionwise import CHALLENGES, lesionwise_metrics  # noqa: E402
-from brats.pipeline.discovery import discover_cases  # noqa: E402
-from brats.pipeline.preprocess import remap_labels  # noqa: E402
+from gliostream.labels import REGIONS  # noqa: E402
+from gliostream.lesionwise import CHALLENGES, lesionwise_metrics  # noqa: E402
+from gliostream.pipeline.discovery import discover_cases  # noqa: E402
+from gliostream.pipeline.preprocess import remap_labels  # noqa: E402
 from tests.lesionwise_reference import perturbations, reference_lesion_scores  # noqa: E402
 
 
@@ -87,6 +87,12 @@ def main() -> None:
           f"{mean(official_s):.2f} s: {mean(official_s) / mean(ours_s):.1f}x; largest difference {worst:.2g}")
     print(f"labelling {len(masks)} full-volume masks per case: scipy.ndimage.label {mean(scipy_s) * 1000:.0f} ms, "
           f"cc3d {mean(cc3d_s) * 1000:.0f} ms: cc3d {mean(scipy_s) / mean(cc3d_s):.1f}x faster")
+    if args.pred:  # the figures the README quotes are those of real predictions
+        record_results("lesions", {
+            "lesionwise_s_per_case": f"{mean(ours_s):.2f} s", "official_algorithm_s_per_case": f"{mean(official_s):.2f} s",
+            "lesionwise_speedup": f"{mean(official_s) / mean(ours_s):.0f}×",
+            "scipy_label_ms": f"{mean(scipy_s) * 1000:.0f} ms",
+            "cc3d_label_ms": f"{mean(cc3d_s) * 1000:.0f} ms", "cc3d_speedup": f"{mean(scipy_s) / mean(cc3d_s):.1f}×"})
 
 
 if __name__ == "__main__":

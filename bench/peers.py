@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BIN, folder_bytes, json_child, labelled_cases, machine, raw_dataset, timed_command  # noqa: E402
+from _common import BIN, folder_bytes, json_child, labelled_cases, machine, raw_dataset, record_results, timed_command  # noqa: E402
 
 PATCH, BATCH = 96, 4
 DATASET_ID, DATASET = 501, "Dataset501_BraTSPeers"
@@ -47,7 +47,7 @@ def nnunet_raw(cases, root: Path) -> Path:
     import nibabel as nib
     import numpy as np
 
-    from brats.pipeline.naming import MODALITIES
+    from gliostream.pipeline.naming import MODALITIES
 
     folder = root / "raw" / DATASET
     (folder / "imagesTr").mkdir(parents=True)
@@ -98,6 +98,8 @@ def compare_ingest(cases, root: Path, workers: int) -> Path:
     print(f"ingest seconds per case vs nnU-Net v2: {nn_s / brats_s:.1f}×")
     print(f"ingest bytes per case vs nnU-Net v2: {nn_bytes / brats_bytes:.1f}×")
     print(f"ingest peak memory vs nnU-Net v2: {nn_mib / brats_mib:.1f}×")
+    record_results("peers", {"ingest_speedup_vs_nnunet": f"{nn_s / brats_s:.1f}×",
+                             "ingest_memory_vs_nnunet": f"{nn_mib / brats_mib:.1f}×"})
     return preprocessed
 
 
@@ -106,10 +108,10 @@ def compare_ingest(cases, root: Path, workers: int) -> Path:
 def brats_batches(root: Path, workers: int, augment: bool):
     import torch
 
-    from brats.store.reader import labelled_case_ids
-    from brats.trainer.augment import BatchAugmenter
-    from brats.trainer.config import AugmentConfig, StreamConfig
-    from brats.trainer.stream import PatchStream
+    from gliostream.store.reader import labelled_case_ids
+    from gliostream.trainer.augment import BatchAugmenter
+    from gliostream.trainer.config import AugmentConfig, StreamConfig
+    from gliostream.trainer.stream import PatchStream
 
     store = root / "store"
     config = StreamConfig(patch_size=(PATCH,) * 3, batch_size=BATCH, workers=workers)
@@ -166,7 +168,7 @@ def monai_batches(root: Path, workers: int, augment: bool):
     from monai import transforms as mt
     from monai.data import CacheDataset, ThreadDataLoader
 
-    from brats.pipeline.naming import MODALITIES
+    from gliostream.pipeline.naming import MODALITIES
 
     cases = labelled_cases(Path(os.environ["PEERS_RAW"]))
     data = [{"image": [str(c.files[m]) for m in MODALITIES], "label": str(c.files["seg"])} for c in cases]
@@ -216,10 +218,10 @@ def brats_time_split(root: Path, per_volume: int = 8) -> dict[str, float]:
     the case it comes from, shared by `per_volume` patches, cutting it, and the batch copy."""
     from itertools import islice
 
-    from brats.store.reader import labelled_case_ids
-    from brats.trainer.sampler import TumourSampler
-    from brats.trainer.stream import collate_patches
-    from brats.trainer.subjects import store_subjects_dataset
+    from gliostream.store.reader import labelled_case_ids
+    from gliostream.trainer.sampler import TumourSampler
+    from gliostream.trainer.stream import collate_patches
+    from gliostream.trainer.subjects import store_subjects_dataset
 
     store = root / "store"
     dataset = store_subjects_dataset(store, labelled_case_ids(store), (PATCH,) * 3)
@@ -251,18 +253,21 @@ def compare_streams(root: Path, raw: Path, workers: int, batches: int) -> None:
             r = results[tool + aug] = run_child(tool + aug, root, workers, batches, raw)
             print(f"| {tool} | {'standard' if aug else 'none'} | {share[tool]} | {r['patches_per_s']:.1f} "
                   f"| {r['first_batch_s']:.1f} | {r['peak_rss_mib']:.0f} |", flush=True)
+    figures = {}
     for aug, words in (("", "without augmentation"), ("-aug", "with augmentation")):
         ours = results["brats" + aug]
         for tool, name in (("nnunet", "nnU-Net v2"), ("monai", "MONAI")):
             peer = results[tool + aug]
-            print(f"stream patches/s {words}, {workers} workers vs {name}: "
-                  f"{ours['patches_per_s'] / peer['patches_per_s']:.1f}×")
+            ratio = f"{ours['patches_per_s'] / peer['patches_per_s']:.1f}×"
+            figures[f"stream_vs_{tool}{aug.replace('-', '_')}"] = ratio
+            print(f"stream patches/s {words}, {workers} workers vs {name}: {ratio}")
             print(f"stream time to first batch {words} vs {name}: {peer['first_batch_s'] / ours['first_batch_s']:.1f}×")
             print(f"stream peak memory {words} vs {name}: {peer['peak_rss_mib'] / ours['peak_rss_mib']:.1f}×")
     split = brats_time_split(root)
     print(f"\nbrats, one thread, ms per patch: reading its case (shared by 8 patches) {split['read']:.1f}, "
           f"cutting {split['cut']:.1f}, batch copy {split['copy']:.1f}; MONAI's recipe does no reading after "
           f"its cache is built")
+    record_results("peers", figures)
 
 
 def main() -> None:

@@ -35,11 +35,11 @@ def _status(field: str) -> int:
 def measure(base: int, side: int, batch: int) -> dict:
     import torch
 
-    from brats.regions import region_targets
-    from brats.trainer.config import config_from_dict
-    from brats.trainer.loss import deep_supervision_loss
-    from brats.trainer.memory_plan import estimate_step_memory
-    from brats.trainer.model import ResUNet
+    from gliostream.regions import region_targets
+    from gliostream.trainer.config import config_from_dict
+    from gliostream.trainer.loss import deep_supervision_loss
+    from gliostream.trainer.memory_plan import estimate_step_memory
+    from gliostream.trainer.model import ResUNet
 
     torch.set_num_threads(2)
     config = config_from_dict(dict(base_channels=base, patch_size=[side] * 3, batch_size=batch))

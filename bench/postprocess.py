@@ -23,11 +23,11 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from brats.geometry import crop_slices  # noqa: E402
-from brats.regions import remove_small_components, suppress_small_et  # noqa: E402
-from brats.scoring.cases import store_cases  # noqa: E402
-from brats.scoring.exports import read_prediction  # noqa: E402
-from brats.trainer.postprocess import region_scores  # noqa: E402
+from gliostream.geometry import crop_slices  # noqa: E402
+from gliostream.regions import remove_small_components, suppress_small_et  # noqa: E402
+from gliostream.scoring.cases import store_cases  # noqa: E402
+from gliostream.scoring.exports import read_prediction  # noqa: E402
+from gliostream.trainer.postprocess import region_scores  # noqa: E402
 
 WT_SIZES = (0, 250, 500, 1000, 2000)
 TC_SIZES = (0, 100, 250, 500)

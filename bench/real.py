@@ -39,10 +39,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REALDATA, machine  # noqa: E402
 
-from brats.scoring.report import SUMMARY_ROWS  # noqa: E402
+from gliostream.scoring.report import SUMMARY_ROWS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BRATS = [sys.executable, "-m", "brats"]
+BRATS = [sys.executable, "-m", "gliostream"]
 SEED = 2026  # the held-out draws; fixed so every preset is judged on the same cases
 FOLDS = ("sites", "within", "random")
 REGIONS = ("wt", "tc", "et")

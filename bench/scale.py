@@ -34,7 +34,7 @@ from _common import BIN, REALDATA, folder_bytes, json_child, labelled_cases, mac
 
 def link_cases(sources, raw: Path, first: int, last: int) -> None:
     """Cases first..last-1 as links to the real cases, round robin, under 2021 names."""
-    from brats.pipeline.naming import MODALITIES
+    from gliostream.pipeline.naming import MODALITIES
 
     for i in range(first, last):
         case = sources[i % len(sources)]
@@ -48,9 +48,9 @@ def link_cases(sources, raw: Path, first: int, last: int) -> None:
 def stream_child(store: str, limit: int) -> None:
     """Run in a child process: the first batch of a PatchStream over `limit` cases (0: all)."""
     started = time.perf_counter()
-    from brats.store.reader import labelled_case_ids
-    from brats.trainer.config import StreamConfig
-    from brats.trainer.stream import PatchStream
+    from gliostream.store.reader import labelled_case_ids
+    from gliostream.trainer.config import StreamConfig
+    from gliostream.trainer.stream import PatchStream
 
     ids = labelled_case_ids(store)
     ids = ids[:limit] if limit else ids
@@ -70,8 +70,8 @@ def stream_run(store: Path, limit: int) -> dict:
 
 
 def store_costs(store: Path) -> dict:
-    from brats.store.index import build_index
-    from brats.store.reader import labelled_case_ids
+    from gliostream.store.index import build_index
+    from gliostream.store.reader import labelled_case_ids
 
     start = time.perf_counter()
     n = len(labelled_case_ids(store))

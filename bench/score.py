@@ -24,16 +24,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, raw_dataset  # noqa: E402
 
-from brats.devices import (
+from gliostream.devices import (
     cuda_autocast_dtype,  # noqa: E402
     resolve_device,  # noqa: E402
 )
-from brats.inference import InferenceConfig, sliding_window_probabilities  # noqa: E402
-from brats.pipeline.ingest import run_ingest  # noqa: E402
-from brats.regions import decode_regions, region_probabilities  # noqa: E402
-from brats.store.reader import labelled_case_ids  # noqa: E402
-from brats.store.volumes import iterate_volumes  # noqa: E402
-from brats.trainer.model import ResUNet  # noqa: E402
+from gliostream.inference import InferenceConfig, sliding_window_probabilities  # noqa: E402
+from gliostream.pipeline.ingest import run_ingest  # noqa: E402
+from gliostream.regions import decode_regions, region_probabilities  # noqa: E402
+from gliostream.store.reader import labelled_case_ids  # noqa: E402
+from gliostream.store.volumes import iterate_volumes  # noqa: E402
+from gliostream.trainer.model import ResUNet  # noqa: E402
 
 
 def timed(fn, repeats: int, device: torch.device):

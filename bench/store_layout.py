@@ -24,10 +24,10 @@ from zarr.codecs import BloscCodec, ZstdCodec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import folder_bytes, machine, raw_dataset  # noqa: E402
 
-from brats.pipeline.discovery import discover_cases  # noqa: E402
-from brats.pipeline.preprocess import preprocess_case  # noqa: E402
-from brats.pipeline.validation import load_case  # noqa: E402
-from brats.store import layout  # noqa: E402
+from gliostream.pipeline.discovery import discover_cases  # noqa: E402
+from gliostream.pipeline.preprocess import preprocess_case  # noqa: E402
+from gliostream.pipeline.validation import load_case  # noqa: E402
+from gliostream.store import layout  # noqa: E402
 
 PATCH = 96
 

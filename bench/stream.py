@@ -5,7 +5,7 @@ patches, 8 patches per volume, half centred on tumour, and the same number of lo
 
   nifti   tio.Subject of the raw .nii.gz files, ZNormalization on non-zero voxels,
           tio.LabelSampler (0: 1/2, each tumour label: 1/6), tio.Queue, DataLoader
-  store   brats.trainer.stream.PatchStream over the ingested store, its workers being
+  store   gliostream.trainer.stream.PatchStream over the ingested store, its workers being
           threads (the default) or processes (`--loader processes`, forkserver)
 
 Each configuration runs in its own process; after a warm-up of one queue fill it times the
@@ -57,8 +57,8 @@ def nifti_batches(raw: Path, workers: int):
     import torchio as tio
     from torch.utils.data import DataLoader
 
-    from brats.pipeline.discovery import discover_cases
-    from brats.pipeline.naming import MODALITIES
+    from gliostream.pipeline.discovery import discover_cases
+    from gliostream.pipeline.naming import MODALITIES
 
     subjects = []
     for case in discover_cases(raw):
@@ -82,8 +82,8 @@ def nifti_batches(raw: Path, workers: int):
 
 
 def store_batches(store: Path, workers: int, loader: str):
-    from brats.store.reader import labelled_case_ids
-    from brats.trainer.stream import PatchStream, StreamConfig
+    from gliostream.store.reader import labelled_case_ids
+    from gliostream.trainer.stream import PatchStream, StreamConfig
 
     config = StreamConfig(patch_size=(PATCH,) * 3, samples_per_volume=PER_VOLUME, queue_length=QUEUE,
                           batch_size=BATCH, workers=workers, loader=loader)
@@ -134,7 +134,7 @@ def main() -> None:
         print(json.dumps(measure(kind, Path(path), int(workers), int(batches), float(step_ms))))
         return
 
-    from brats.pipeline.ingest import run_ingest
+    from gliostream.pipeline.ingest import run_ingest
 
     print(f"Machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,13 +26,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, raw_dataset  # noqa: E402
 
-from brats.devices import resolve_device  # noqa: E402
-from brats.pipeline.ingest import run_ingest  # noqa: E402
-from brats.trainer.checkpoint import load_checkpoint  # noqa: E402
-from brats.trainer.config import config_from_dict  # noqa: E402
-from brats.trainer.loop import precision, run_training  # noqa: E402
-from brats.trainer.model import ResUNet, parameter_count  # noqa: E402
-from brats.trainer.step_timing import PHASES  # noqa: E402
+from gliostream.devices import resolve_device  # noqa: E402
+from gliostream.pipeline.ingest import run_ingest  # noqa: E402
+from gliostream.trainer.checkpoint import load_checkpoint  # noqa: E402
+from gliostream.trainer.config import config_from_dict  # noqa: E402
+from gliostream.trainer.loop import precision, run_training  # noqa: E402
+from gliostream.trainer.model import ResUNet, parameter_count  # noqa: E402
+from gliostream.trainer.step_timing import PHASES  # noqa: E402
 
 
 def main() -> None:

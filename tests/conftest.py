@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from brats.synth import SynthConfig, synth_dataset
+from gliostream.synth import SynthConfig, synth_dataset
 
 from .helpers import REALDATA, TINY
 
@@ -37,7 +37,7 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def tiny_store(synth_raw_session, tmp_path_factory) -> Path:
     """A store ingested in-process from the 4 tiny synthetic cases (read-only for tests)."""
-    from brats.pipeline.ingest import run_ingest
+    from gliostream.pipeline.ingest import run_ingest
 
     store = tmp_path_factory.mktemp("tiny") / "store"
     run_ingest(synth_raw_session, store, workers=0, progress=False)

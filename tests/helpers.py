@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brats.pipeline.naming import CONVENTIONS, MODALITIES
+from gliostream.pipeline.naming import CONVENTIONS, MODALITIES
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 TINY = (40, 40, 32)
@@ -49,7 +49,7 @@ def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021",
 
 def ingest_cases(tmp_path: Path, cases: dict[str, tuple[list, np.ndarray | None]]) -> Path:
     """Write hand-made cases {id: (modalities, seg)} and ingest them in-process; returns the store."""
-    from brats.pipeline.ingest import run_ingest
+    from gliostream.pipeline.ingest import run_ingest
 
     raw = tmp_path / "raw"
     for case_id, (mods, seg) in cases.items():
@@ -62,7 +62,7 @@ def ingest_cases(tmp_path: Path, cases: dict[str, tuple[list, np.ndarray | None]
 def brats_03_config(config) -> dict:
     """`config` (a TrainConfig) as brats <= 0.3 saved it in checkpoints and train_config.json: one
     flat table, `augment` its only section."""
-    from brats.trainer.config import ADDED_SINCE, FLAT_NAMES
+    from gliostream.trainer.config import ADDED_SINCE, FLAT_NAMES
 
     nested = config.to_dict()
     flat = {k: v for k, v in nested.items() if k not in ("model", "loss", "stream", "deterministic", *ADDED_SINCE)}

@@ -2,7 +2,7 @@
 
 It follows `get_LesionWiseScores` / `get_LesionWiseResults` of rachitsaluja/BraTS-2023-Metrics
 step by step on the whole volume (one mask per lesion, one dilation per lesion), with other tools
-than `brats.lesionwise`: scipy's labelling instead of cc3d, MONAI's HD95 instead of ours.
+than `gliostream.lesionwise`: scipy's labelling instead of cc3d, MONAI's HD95 instead of ours.
 Slow on purpose: it is the yardstick for tests and for bench/lesions.py.
 """
 

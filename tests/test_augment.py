@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from brats.errors import ConfigError
-from brats.trainer.augment import (
+from gliostream.errors import ConfigError
+from gliostream.trainer.augment import (
     AugmentConfig,
     BatchAugmenter,
     apply_gamma,
@@ -21,7 +21,7 @@ from brats.trainer.augment import (
     stretch_contrast,
     warp,
 )
-from brats.trainer.config import config_from_dict
+from gliostream.trainer.config import config_from_dict
 
 OFF = AugmentConfig(flip_prob=0, scale_prob=0, shift_prob=0, gamma_prob=0, noise_prob=0, affine_prob=0,
                     contrast_prob=0, bias_prob=0, blur_prob=0, lowres_prob=0)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from brats import __version__
-from brats.cli.main import cli
-from brats.store import layout
+from gliostream import __version__
+from gliostream.cli.main import cli
+from gliostream.store import layout
 
 
 def run(*args):
@@ -29,9 +29,9 @@ def test_version_and_help_on_every_verb():
 def test_console_script_synth_then_ingest_with_dask(tmp_path):
     raw, store = tmp_path / "raw", tmp_path / "store"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    subprocess.run([sys.executable, "-m", "brats", "synth", str(raw), "--cases", "2", "--shape", "32,32,24",
+    subprocess.run([sys.executable, "-m", "gliostream", "synth", str(raw), "--cases", "2", "--shape", "32,32,24",
                     "--naming", "2023"], check=True, env=env, capture_output=True)
-    out = subprocess.run([sys.executable, "-m", "brats", "ingest", str(raw), "--out", str(store), "--workers", "2",
+    out = subprocess.run([sys.executable, "-m", "gliostream", "ingest", str(raw), "--out", str(store), "--workers", "2",
                           "--no-progress"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "ingest: 2 ingested, 0 unchanged, 0 rejected, 0 failed" in out.stdout
@@ -82,7 +82,7 @@ def test_synth_rejects_bad_shape(tmp_path):
 def console(*args: str, cwd) -> subprocess.CompletedProcess:
     """The installed console script as a user runs it, in a subprocess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "brats", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gliostream", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -152,7 +152,7 @@ def test_help_and_the_verbs_without_a_model_do_not_import_torch(synth_raw, tmp_p
     script = f"""
 import sys
 from click.testing import CliRunner
-from brats.cli.main import cli
+from gliostream.cli.main import cli
 for verb in ([], ["synth"], ["ingest"], ["verify"], ["train"], ["score"]):
     result = CliRunner().invoke(cli, [*verb, "--help"])
     assert result.exit_code == 0 and "Exit codes" in result.output or not verb, (verb, result.output)
@@ -223,8 +223,8 @@ def test_a_damaged_checkpoint_is_one_line_and_not_called_unsafe(tmp_path):
 def test_train_help_shows_the_defaults_of_the_training_config():
     import re
 
-    from brats.cli.train import train
-    from brats.trainer.config import TrainConfig, setting
+    from gliostream.cli.train import train
+    from gliostream.trainer.config import TrainConfig, setting
 
     defaults, checked = TrainConfig(), 0
     for param in train.params:

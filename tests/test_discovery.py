@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from brats.errors import DiscoveryError
-from brats.pipeline.discovery import discover_cases
-from brats.pipeline.naming import BRATS_2021, BRATS_2023, parse_filename
+from gliostream.errors import DiscoveryError
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.pipeline.naming import BRATS_2021, BRATS_2023, parse_filename
 
 
 def touch(folder: Path, *names: str) -> None:

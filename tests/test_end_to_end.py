@@ -10,13 +10,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
-from brats.trainer.checkpoint import load_checkpoint
+from gliostream.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
+from gliostream.trainer.checkpoint import load_checkpoint
 
 
 def brats(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "brats", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "gliostream", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, f"brats {' '.join(args)}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return proc

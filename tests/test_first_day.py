@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from brats.store import layout
+from gliostream.store import layout
 
 from .helpers import brain_arrays, write_case
 
 
 def brats(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "brats", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "gliostream", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
@@ -29,7 +29,7 @@ def brats(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def interrupted(args: list[str], cwd: Path, ready) -> subprocess.CompletedProcess:
     """Run a verb, send SIGINT (Ctrl-C) once `ready()` holds, and return what the user saw."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "brats", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "gliostream", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
@@ -49,7 +49,7 @@ def test_first_day_of_a_new_user(tmp_path):
     stored = brats("ingest", "raw", "--out", "store", "--workers", "1", cwd=home)
     assert stored.returncode == 0 and stored.stdout.startswith("ingest: 5 ingested")
     # off a terminal: no bar, a log line per tenth of the cases (here each of the five)
-    assert stored.stderr.splitlines() == [f"INFO brats.pipeline.ingest.progress: ingest: {k}/5 cases processed"
+    assert stored.stderr.splitlines() == [f"INFO gliostream.pipeline.ingest.progress: ingest: {k}/5 cases processed"
                                           for k in range(1, 6)]
 
     tiny = ["--patches-per-epoch", "16", "--patch-size", "32", "--base-channels", "4", "--batch-size", "2",

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brats.pipeline.ingest import run_ingest
-from brats.store import layout
-from brats.store.reader import list_case_ids, open_case
-from brats.store.writer import checksum
+from gliostream.pipeline.ingest import run_ingest
+from gliostream.store import layout
+from gliostream.store.reader import list_case_ids, open_case
+from gliostream.store.writer import checksum
 
 from .helpers import brain_arrays, write_case
 
@@ -109,7 +109,7 @@ def test_empty_seg_and_unlabelled_and_2023_cases(tmp_path):
 
 
 def brats_cmd(*args):
-    return [sys.executable, "-m", "brats", *args]
+    return [sys.executable, "-m", "gliostream", *args]
 
 
 def test_two_concurrent_runs_ingest_each_case_once(synth_raw, tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import brats
+import gliostream
 
-PACKAGE = Path(brats.__file__).resolve().parent
+PACKAGE = Path(gliostream.__file__).resolve().parent
 
 # Lowest first: shared definitions, the store, ingest (and the synthetic data it reads), training,
 # scoring and prediction (which load the trainer's models), the command line.
@@ -38,12 +38,12 @@ def imports_of(source: str, name: str, is_package: bool = False) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "brats")
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "gliostream")
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
-            elif node.module and node.module.split(".")[0] == "brats":
+            elif node.module and node.module.split(".")[0] == "gliostream":
                 target = node.module
             else:
                 continue
@@ -73,7 +73,7 @@ def test_no_import_cycle():
         state[module] = 1
         stack.append(module)
         for dep in sorted(edges.get(module, ())):
-            if dep.endswith(".__init__") or dep == "brats":
+            if dep.endswith(".__init__") or dep == "gliostream":
                 continue
             if state.get(dep) == 1:
                 cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
@@ -89,9 +89,9 @@ def test_no_import_cycle():
 
 
 def test_the_checker_reads_every_form_of_import():
-    source = ("from ..trainer.model import ResUNet\nfrom . import layout\nimport brats.labels\n"
+    source = ("from ..trainer.model import ResUNet\nfrom . import layout\nimport gliostream.labels\n"
               "def f():\n    from ..cli import common\n")
-    found = imports_of(source, "brats.store.probe")
-    assert found == {"brats.trainer.model", "brats.store.layout", "brats.labels", "brats.cli.common"}
-    assert layer("brats.trainer.model") > layer("brats.store.probe") > layer("brats.labels")
-    assert len(graph()) > 50 and "brats.store.layout" in graph()["brats.store.writer"]
+    found = imports_of(source, "gliostream.store.probe")
+    assert found == {"gliostream.trainer.model", "gliostream.store.layout", "gliostream.labels", "gliostream.cli.common"}
+    assert layer("gliostream.trainer.model") > layer("gliostream.store.probe") > layer("gliostream.labels")
+    assert len(graph()) > 50 and "gliostream.store.layout" in graph()["gliostream.store.writer"]

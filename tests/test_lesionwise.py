@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brats.lesionwise import CHALLENGES, LESION_HD95_PENALTY, LesionScores, lesion_scores, lesionwise_metrics
-from brats.metrics import hd95
-from brats.pipeline.discovery import discover_cases
-from brats.pipeline.preprocess import remap_labels
+from gliostream.lesionwise import CHALLENGES, LESION_HD95_PENALTY, LesionScores, lesion_scores, lesionwise_metrics
+from gliostream.metrics import hd95
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.pipeline.preprocess import remap_labels
 
 from .lesionwise_reference import perturbations, reference_lesion_scores
 
@@ -148,7 +148,7 @@ def test_agrees_with_an_independent_computation_on_real_segmentations(realdata):
 
 
 def test_the_fast_lesion_dice_equals_the_full_scores():
-    from brats.lesionwise import lesion_dice
+    from gliostream.lesionwise import lesion_dice
 
     rng = np.random.default_rng(7)
     seen = set()

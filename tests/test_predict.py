@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from brats.cli.main import cli
-from brats.scoring.run import ScoreConfig, run_scoring
-from brats.store.reader import list_case_ids, read_case_record
-from brats.trainer.checkpoint import save_checkpoint
-from brats.trainer.config import config_from_dict
-from brats.trainer.model import ModelConfig, ResUNet
+from gliostream.cli.main import cli
+from gliostream.scoring.run import ScoreConfig, run_scoring
+from gliostream.store.reader import list_case_ids, read_case_record
+from gliostream.trainer.checkpoint import save_checkpoint
+from gliostream.trainer.config import config_from_dict
+from gliostream.trainer.model import ModelConfig, ResUNet
 
 from .helpers import brain_arrays, write_case
 
@@ -92,7 +92,7 @@ def test_up_to_date_cases_are_skipped_until_an_input_changes(tiny_store, tmp_pat
 
 
 def test_store_cases_match_the_segmentations_score_saves(tiny_store, tmp_path):
-    from brats.trainer.loop import run_training
+    from gliostream.trainer.loop import run_training
 
     run_training(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path / "run"), epochs=1, patches_per_epoch=4,
                              patch_size=(32, 32, 32), base_channels=4, batch_size=2, accum_steps=1, workers=0)),

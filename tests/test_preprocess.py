@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from brats.errors import InvalidCaseError
-from brats.geometry import uncrop
-from brats.pipeline.discovery import discover_cases
-from brats.pipeline.naming import BRATS_2021, BRATS_2023
-from brats.pipeline.preprocess import (
+from gliostream.errors import InvalidCaseError
+from gliostream.geometry import uncrop
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.pipeline.naming import BRATS_2021, BRATS_2023
+from gliostream.pipeline.preprocess import (
     PreprocessConfig,
     brain_bounding_box,
     preprocess_case,
@@ -13,7 +13,7 @@ from brats.pipeline.preprocess import (
     sample_locations,
     zscore_nonzero,
 )
-from brats.pipeline.validation import load_case
+from gliostream.pipeline.validation import load_case
 
 from .helpers import brain_arrays, write_case
 

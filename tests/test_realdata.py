@@ -3,11 +3,11 @@
 import nibabel as nib
 import numpy as np
 
-from brats.geometry import uncrop
-from brats.pipeline.ingest import run_ingest
-from brats.pipeline.naming import CONVENTIONS
-from brats.pipeline.nifti import open_nifti
-from brats.store.reader import open_case
+from gliostream.geometry import uncrop
+from gliostream.pipeline.ingest import run_ingest
+from gliostream.pipeline.naming import CONVENTIONS
+from gliostream.pipeline.nifti import open_nifti
+from gliostream.store.reader import open_case
 
 
 def test_real_cases_ingest_and_round_trip(realdata, tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from brats.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
-from brats.regions import (
+from gliostream.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
+from gliostream.regions import (
     Postprocessing,
     decode_regions,
     region_probabilities,
@@ -15,11 +15,11 @@ from brats.regions import (
     remove_small_components,
     suppress_small_et,
 )
-from brats.trainer.config import PostprocessConfig
-from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss
-from brats.trainer.model import ModelConfig, ResUNet
-from brats.trainer.postprocess import choose_postprocessing
-from brats.trainer.split import fold_of, split_cases
+from gliostream.trainer.config import PostprocessConfig
+from gliostream.trainer.loss import LossConfig, deep_supervision_loss, region_loss
+from gliostream.trainer.model import ModelConfig, ResUNet
+from gliostream.trainer.postprocess import choose_postprocessing
+from gliostream.trainer.split import fold_of, split_cases
 
 
 def _false_positive_gradient(config: LossConfig) -> tuple[float, float]:
@@ -120,7 +120,7 @@ def test_folds_are_disjoint_cover_the_cases_and_are_seeded(tiny_store):
 
 
 def test_validation_split_is_a_seeded_draw_not_the_tail():
-    from brats.trainer.split import shuffled
+    from gliostream.trainer.split import shuffled
 
     ids = [f"Brats18_{site}_{i}" for site in ("2013", "CBICA", "TCIA") for i in range(10)]
     order = shuffled(ids, 0)

@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 import torch
 
-from brats.pipeline.ingest import run_ingest
-from brats.store.reader import list_case_ids, read_case_record
-from brats.store.schema import CaseRecord
-from brats.store.verify import verify_store
-from brats.trainer.checkpoint import load_checkpoint
+from gliostream.pipeline.ingest import run_ingest
+from gliostream.store.reader import list_case_ids, read_case_record
+from gliostream.store.schema import CaseRecord
+from gliostream.store.verify import verify_store
+from gliostream.trainer.checkpoint import load_checkpoint
 
 from .helpers import brain_arrays, write_case
 
@@ -41,7 +41,7 @@ def brats(*args: str, cwd=None, fault: str | None = None, once: Path | None = No
         env["BRATS_FAULT"] = fault
     if once:
         env["BRATS_FAULT_ONCE"] = str(once)
-    proc = subprocess.run([sys.executable, "-m", "brats", *args], cwd=cwd, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "gliostream", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check:
         assert proc.returncode == 0, f"brats {' '.join(args)}\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -114,7 +114,7 @@ def test_ingest_killed_at_random_moments(ingest_scenario, tmp_path, reliability)
         store = tmp_path / f"store{delay:.2f}"
         shutil.copytree(before, store)
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        proc = subprocess.Popen([sys.executable, "-m", "brats", "ingest", str(raw), "--out", str(store),
+        proc = subprocess.Popen([sys.executable, "-m", "gliostream", "ingest", str(raw), "--out", str(store),
                                  "--workers", "0", "--no-progress"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -143,7 +143,7 @@ def test_two_concurrent_ingests(ingest_scenario, tmp_path, reliability):
     raw, _, reference = ingest_scenario
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "brats", "ingest", str(raw), "--out", str(store), "--workers", "0", "--no-progress"]
+    cmd = [sys.executable, "-m", "gliostream", "ingest", str(raw), "--out", str(store), "--workers", "0", "--no-progress"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -334,7 +334,7 @@ def test_pickled_checkpoint_is_refused_by_train_and_score(tmp_path, reliability)
 
 
 def test_local_cluster_listens_on_localhost_only(reliability):
-    from brats.pipeline.cluster import dask_client
+    from gliostream.pipeline.cluster import dask_client
 
     with dask_client(None, 1) as client:
         info = client.scheduler_info()

@@ -22,18 +22,18 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from brats.cli.main import cli
-from brats.pipeline.ingest import run_ingest
-from brats.store import layout
-from brats.store.reader import read_case_record
-from brats.store.verify import verify_store
-from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
+from gliostream.cli.main import cli
+from gliostream.pipeline.ingest import run_ingest
+from gliostream.store import layout
+from gliostream.store.reader import read_case_record
+from gliostream.store.verify import verify_store
+from gliostream.trainer.checkpoint import load_checkpoint, save_checkpoint
 
 from .helpers import brain_arrays, write_case
 from .test_predict import enhancing_everywhere
 from .test_reliability import TINY_TRAIN, brats
 
-PY = [sys.executable, "-m", "brats"]
+PY = [sys.executable, "-m", "gliostream"]
 
 
 def run(*args: str) -> object:
@@ -96,8 +96,8 @@ def test_case_ids_naming_store_files_are_refused(tmp_path, reliability):
 
 
 def test_cleaning_one_case_never_touches_another_whose_id_extends_it(tmp_path, reliability):
-    from brats.store.locks import case_lock
-    from brats.store.writer import create_or_check_store, recover_case
+    from gliostream.store.locks import case_lock
+    from gliostream.store.writer import create_or_check_store, recover_case
 
     root = create_or_check_store(tmp_path / "s", {})
     live = layout.staging_dir(root) / "a.b.0123abcd"  # case `a.b` being written right now
@@ -493,8 +493,8 @@ def test_bad_scaling_and_offsets_are_refused_everywhere(tiny_store, tmp_path, re
 
 
 def test_gzip_members_and_damage(tmp_path, reliability):
-    from brats.errors import InvalidCaseError
-    from brats.pipeline.nifti import open_nifti
+    from gliostream.errors import InvalidCaseError
+    from gliostream.pipeline.nifti import open_nifti
 
     mods, _ = brain_arrays(seed=1)
     nib.save(nib.Nifti1Image(mods[0], np.eye(4)), tmp_path / "one.nii.gz")

@@ -11,20 +11,20 @@ import pytest
 import torch
 from scipy import ndimage
 
-from brats.errors import CheckpointError, ConfigError, StoreError
-from brats.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
-from brats.metrics import EMPTY_HD95, dice, hd95, region_metrics
-from brats.pipeline.discovery import discover_cases
-from brats.regions import region_probabilities
-from brats.scoring.cases import raw_case_list, raw_cases, store_cases
-from brats.scoring.exports import save_prediction
-from brats.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
-from brats.scoring.run import ScoreConfig, run_scoring
-from brats.store.reader import list_case_ids
-from brats.trainer.checkpoint import load_checkpoint
-from brats.trainer.config import TrainConfig, config_from_dict
-from brats.trainer.loop import run_training
-from brats.trainer.model import ModelConfig, ResUNet
+from gliostream.errors import CheckpointError, ConfigError, StoreError
+from gliostream.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
+from gliostream.metrics import EMPTY_HD95, dice, hd95, region_metrics
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.regions import region_probabilities
+from gliostream.scoring.cases import raw_case_list, raw_cases, store_cases
+from gliostream.scoring.exports import save_prediction
+from gliostream.scoring.report import FIRST_COLUMNS, SUMMARY_ROWS
+from gliostream.scoring.run import ScoreConfig, run_scoring
+from gliostream.store.reader import list_case_ids
+from gliostream.trainer.checkpoint import load_checkpoint
+from gliostream.trainer.config import TrainConfig, config_from_dict
+from gliostream.trainer.loop import run_training
+from gliostream.trainer.model import ModelConfig, ResUNet
 
 from .helpers import brain_arrays, brats_03_config, write_case
 
@@ -193,7 +193,7 @@ def test_store_cases_keep_their_order_and_geometry(tiny_store):
 def test_folds_score_out_of_fold_and_as_an_ensemble(tiny_store, tmp_path):
     from click.testing import CliRunner
 
-    from brats.cli.main import cli
+    from gliostream.cli.main import cli
 
     for fold in (0, 1):
         run_training(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path / f"f{fold}"), epochs=1,
@@ -219,7 +219,7 @@ def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_
     """0.1 checkpoints hold a four-class softmax head and no loss setting."""
     from dataclasses import asdict
 
-    from brats.trainer.checkpoint import save_checkpoint
+    from gliostream.trainer.checkpoint import save_checkpoint
 
     config = brats_03_config(config_from_dict(dict(store=str(tiny_store), out=str(tmp_path), patch_size=(32, 32, 32),
                                                     base_channels=4)))
@@ -237,7 +237,7 @@ def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_
 
 
 def test_lesion_wise_columns_follow_the_legacy_ones(tmp_path):
-    from brats.scoring.report import COLUMNS, LEGACY_COLUMNS, LESION_COLUMNS
+    from gliostream.scoring.report import COLUMNS, LEGACY_COLUMNS, LESION_COLUMNS
 
     mods, seg = brain_arrays()  # WT 800 voxels, TC 144, ET 136: each one counted lesion
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -270,8 +270,8 @@ def test_figures_and_the_worst_cases(tiny_store, tmp_path):
     from click.testing import CliRunner
     from matplotlib.image import imread
 
-    from brats.cli.main import cli
-    from brats.scoring.figures import REGION_COLOURS
+    from gliostream.cli.main import cli
+    from gliostream.scoring.figures import REGION_COLOURS
 
     from .test_predict import enhancing_everywhere
 

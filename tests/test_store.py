@@ -4,13 +4,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from brats.errors import StoreError, StoreMismatchError
-from brats.store import layout
-from brats.store.index import INDEX_COLUMNS, read_index, write_index
-from brats.store.locks import case_lock
-from brats.store.reader import checksum, list_case_ids, open_case, read_case_record, read_store_attrs
-from brats.store.schema import SCHEMA_VERSION, CaseRecord, SourceFile, StoreAttrs
-from brats.store.writer import create_or_check_store, recover_case, write_case
+from gliostream.errors import StoreError, StoreMismatchError
+from gliostream.store import layout
+from gliostream.store.index import INDEX_COLUMNS, read_index, write_index
+from gliostream.store.locks import case_lock
+from gliostream.store.reader import checksum, list_case_ids, open_case, read_case_record, read_store_attrs
+from gliostream.store.schema import SCHEMA_VERSION, CaseRecord, SourceFile, StoreAttrs
+from gliostream.store.writer import create_or_check_store, recover_case, write_case
 
 
 def record(case_id):
@@ -36,7 +36,7 @@ def test_the_case_record_round_trips_through_the_zarr_attributes(tmp_path):
 
 def resealed(attrs):
     """Attributes edited by someone who also recomputed the record's own checksum."""
-    from brats.store.schema import RECORD_CHECKSUM, record_digest
+    from gliostream.store.schema import RECORD_CHECKSUM, record_digest
 
     attrs = {k: v for k, v in attrs.items() if k != RECORD_CHECKSUM}
     return {**attrs, RECORD_CHECKSUM: record_digest(attrs)}
@@ -57,7 +57,7 @@ def test_a_resealed_but_inconsistent_record_is_refused(edit, problem):
 
 
 def test_a_record_without_its_own_checksum_is_refused():
-    from brats.store.schema import RECORD_CHECKSUM
+    from gliostream.store.schema import RECORD_CHECKSUM
 
     attrs = record("c1").to_attrs()
     del attrs[RECORD_CHECKSUM]
@@ -153,7 +153,7 @@ def test_interrupted_replacement_restores_previous_version(tmp_path):
 @pytest.mark.parametrize("atomic_exchange", [True, False])
 def test_replace_keeps_one_version(tmp_path, monkeypatch, atomic_exchange):
     """Replacement by renameat2 exchange (Linux), and by two renames where that is unsupported."""
-    import brats.store.writer as writer
+    import gliostream.store.writer as writer
 
     if not atomic_exchange:
         monkeypatch.setattr(writer, "exchange", lambda a, b: False)

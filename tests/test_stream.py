@@ -10,13 +10,14 @@ import pytest
 import torch
 import torchio as tio
 
-from brats.store import layout
-from brats.store.reader import labelled_case_ids, open_case
-from brats.store.volumes import iterate_volumes
-from brats.trainer.patch_queue import SubjectOrder
-from brats.trainer.sampler import TumourSampler, padded_window
-from brats.trainer.stream import PatchStream, StreamConfig
-from brats.trainer.subjects import store_subjects_dataset
+from gliostream.errors import ConfigError
+from gliostream.store import layout
+from gliostream.store.reader import labelled_case_ids, open_case
+from gliostream.store.volumes import iterate_volumes
+from gliostream.trainer.patch_queue import SubjectOrder
+from gliostream.trainer.sampler import padded_window
+from gliostream.trainer.stream import PatchStream, StreamConfig
+from gliostream.trainer.subjects import store_subjects_dataset
 
 from .helpers import brain_arrays, ingest_cases
 
@@ -169,9 +170,9 @@ def test_validation_volumes_in_order(tiny_store, alarm):
         assert torch.equal(v.label, torch.from_numpy(case.label[...]))
 
 
-def test_sampler_rejects_bad_fraction():
-    with pytest.raises(ValueError):
-        TumourSampler((8, 8, 8), tumour_fraction=1.5)
+def test_a_bad_tumour_fraction_is_refused_once_by_its_config():
+    with pytest.raises(ConfigError, match=r"tumour-fraction must lie in \[0, 1\], not 1.5"):
+        StreamConfig(tumour_fraction=1.5)
 
 
 def test_ranks_draw_their_own_patches_and_shuffles(tiny_store):

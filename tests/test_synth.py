@@ -1,8 +1,8 @@
 import nibabel as nib
 import numpy as np
 
-from brats.pipeline.discovery import discover_cases
-from brats.synth import SynthConfig, synth_dataset, synth_volume
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.synth import SynthConfig, synth_dataset, synth_volume
 
 
 def test_synth_volume_has_nested_tumour_and_contrast():

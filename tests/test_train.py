@@ -19,19 +19,19 @@ import pandas as pd
 import pytest
 import torch
 
-from brats.errors import CheckpointError, ConfigError, StoreError
-from brats.regions import region_targets
-from brats.scoring.report import SUMMARY_ROWS
-from brats.scoring.run import ScoreConfig, run_scoring
-from brats.trainer import ddp
-from brats.trainer.augment import BatchAugmenter
-from brats.trainer.checkpoint import load_checkpoint, save_checkpoint
-from brats.trainer.config import TrainConfig, config_from_dict, load_config, saved_config
-from brats.trainer.loop import cosine_lr, precision, run_training
-from brats.trainer.loss import LossConfig, deep_supervision_loss, region_loss, soft_dice_loss
-from brats.trainer.model import ModelConfig, ResUNet, parameter_count
-from brats.trainer.seeds import INIT, derive_seed
-from brats.trainer.step_timing import PHASES
+from gliostream.errors import CheckpointError, ConfigError, StoreError
+from gliostream.regions import region_targets
+from gliostream.scoring.report import SUMMARY_ROWS
+from gliostream.scoring.run import ScoreConfig, run_scoring
+from gliostream.trainer import ddp
+from gliostream.trainer.augment import BatchAugmenter
+from gliostream.trainer.checkpoint import load_checkpoint, save_checkpoint
+from gliostream.trainer.config import TrainConfig, config_from_dict, load_config, saved_config
+from gliostream.trainer.loop import cosine_lr, precision, run_training
+from gliostream.trainer.loss import LossConfig, deep_supervision_loss, region_loss, soft_dice_loss
+from gliostream.trainer.model import ModelConfig, ResUNet, parameter_count
+from gliostream.trainer.seeds import INIT, derive_seed
+from gliostream.trainer.step_timing import PHASES
 
 from .helpers import brain_arrays, brats_03_config, ingest_cases
 
@@ -305,13 +305,13 @@ def test_a_setting_given_twice_or_a_bad_section_is_refused(tmp_path):
 def test_cli_defaults_to_store_and_working_directory(tiny_store, tmp_path):
     shutil.copytree(tiny_store, tmp_path / "store")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "brats", "train", "--epochs", "1", "--patches-per-epoch", "8",
+    proc = subprocess.run([sys.executable, "-m", "gliostream", "train", "--epochs", "1", "--patches-per-epoch", "8",
                            "--patch-size", "32", "--base-channels", "4", "--batch-size", "2", "--accum-steps", "2",
                            "--no-progress"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/1: loss" in proc.stderr and "wrote best.pt, last.pt" in proc.stdout
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
-    proc = subprocess.run([sys.executable, "-m", "brats", "train", "--store", "nowhere", "--no-progress"],
+    proc = subprocess.run([sys.executable, "-m", "gliostream", "train", "--store", "nowhere", "--no-progress"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3 and proc.stderr.strip().count("\n") == 0 and "nowhere" in proc.stderr
 
@@ -321,7 +321,7 @@ def test_ddp_on_cpu_with_gloo(tiny_store, tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not installed next to this python")
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "gliostream", "train",
                            "--store", str(tiny_store), "--out", str(tmp_path), "--epochs", "2",
                            "--patches-per-epoch", "16", "--patch-size", "32", "--base-channels", "4",
                            "--batch-size", "2", "--accum-steps", "2", "--val-every", "1", "--device", "cpu",
@@ -344,7 +344,7 @@ def test_ddp_on_cpu_with_gloo(tiny_store, tmp_path):
         in proc.stderr
     augmenters = state["augmenter"]  # each rank's own augmentation stream, saved by rank 0
     assert len(augmenters) == 2 and not torch.equal(augmenters[0]["params"], augmenters[1]["params"])
-    resumed = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "brats", "train",
+    resumed = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "gliostream", "train",
                               "--resume", str(tmp_path / "last.pt"), "--epochs", "3", "--no-progress"],
                              env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -372,7 +372,7 @@ def test_resume_of_a_checkpoint_written_on_another_device_type(tiny_store, tmp_p
     state["scaler"] = torch.amp.GradScaler("cpu", enabled=True).state_dict()  # as an fp16 GPU run writes it
     state["config"] = brats_03_config(config_from_dict(state["config"]))  # and a flat brats 0.3 config
     save_checkpoint(tmp_path / "gpu.pt", {k: v for k, v in state.items() if k not in ("format", "version")})
-    caplog.set_level("INFO", logger="brats.trainer")
+    caplog.set_level("INFO", logger="gliostream.trainer")
     with pytest.raises(CheckpointError, match=r"other settings \(grad_clip\)"):  # brats 0.3 never clipped
         run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=5), resume=tmp_path / "gpu.pt", progress=False)
     result = run_training(tiny(tiny_store, tmp_path, epochs=2, val_every=5, grad_clip=0.0), resume=tmp_path / "gpu.pt",
@@ -426,11 +426,11 @@ def test_an_error_inside_an_epoch_stops_the_data_threads(tiny_store, tmp_path, m
 
 
 def test_the_full_design_on_a_cpu_is_announced_with_its_time(tiny_store, tmp_path, monkeypatch, caplog):
-    from brats.trainer import loop
+    from gliostream.trainer import loop
 
     assert 20 < loop.cpu_hours_per_epoch(TrainConfig(), cores=2) < 60  # the reference design: over a day an epoch
     assert loop.cpu_hours_per_epoch(load_config("configs/real-cpu.toml", {}), cores=2) < 0.1
-    caplog.set_level("WARNING", logger="brats.trainer")
+    caplog.set_level("WARNING", logger="gliostream.trainer")
     run_training(tiny(tiny_store, tmp_path / "quiet", epochs=1, val_every=5), progress=False)
     assert "no GPU" not in caplog.text
     monkeypatch.setattr(loop, "cpu_hours_per_epoch", lambda config, cores: 18.0)
@@ -459,7 +459,7 @@ def test_the_gpu_check_runs_end_to_end_as_a_dry_run(tmp_path):
 def test_the_memory_plan_extrapolates_what_autograd_saves():
     """The planner's line through two small patches predicts the bytes autograd really saves at a
     third, larger one, and 16-bit autocast saves about half of what fp32 does."""
-    from brats.trainer.memory_plan import _saved_bytes, step_profile
+    from gliostream.trainer.memory_plan import _saved_bytes, step_profile
 
     config = config_from_dict(dict(base_channels=4, patch_size=(64, 64, 64), batch_size=1))
     profile = step_profile(config, amp=False)
@@ -472,8 +472,8 @@ def test_the_memory_plan_extrapolates_what_autograd_saves():
 def test_plan_finds_the_largest_batch_that_fits():
     from click.testing import CliRunner
 
-    from brats.cli.main import cli
-    from brats.trainer.memory_plan import GIB, step_profile
+    from gliostream.cli.main import cli
+    from gliostream.trainer.memory_plan import GIB, step_profile
 
     fits = CliRunner().invoke(cli, ["plan", "--gpu-memory", "8"])
     assert fits.exit_code == 0 and "fits in 8.0 GiB" in fits.output and fits.output.count("\n") == 1
@@ -485,7 +485,7 @@ def test_plan_finds_the_largest_batch_that_fits():
 
 
 def test_training_says_its_plan_before_it_starts(tiny_store, tmp_path, caplog):
-    caplog.set_level("INFO", logger="brats.trainer.loop")
+    caplog.set_level("INFO", logger="gliostream.trainer.loop")
     run_training(tiny(tiny_store, tmp_path, epochs=1, val_every=5), progress=False)
     assert "plan: 1 epoch x 4 updates of 4 patches (2 x 2 accumulated) = 4 updates, 16 patches" in caplog.text
     assert "memory: one step needs about" in caplog.text and "on a GPU with 16-bit AMP" in caplog.text

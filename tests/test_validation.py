@@ -7,10 +7,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats.errors import InvalidCaseError
-from brats.pipeline.discovery import discover_cases
-from brats.pipeline.nifti import NiftiLimits, open_nifti
-from brats.pipeline.validation import load_case
+from gliostream.errors import InvalidCaseError
+from gliostream.pipeline.discovery import discover_cases
+from gliostream.pipeline.nifti import NiftiLimits, open_nifti
+from gliostream.pipeline.validation import load_case
 
 from .helpers import brain_arrays, write_case
 
@@ -180,7 +180,7 @@ def test_valid_case_loads(tmp_path):
 def test_standard_zlib_fallback_reads_and_refuses_the_same(tmp_path, monkeypatch):
     import zlib
 
-    from brats.pipeline import nifti
+    from gliostream.pipeline import nifti
 
     arr = np.random.default_rng(1).normal(size=(16, 16, 16)).astype(np.float32)
     good = save(tmp_path / "g.nii.gz", arr)

@@ -7,9 +7,9 @@ import shutil
 import zarr
 from click.testing import CliRunner
 
-from brats.cli.main import cli
-from brats.store import layout
-from brats.store.verify import verify_store
+from gliostream.cli.main import cli
+from gliostream.store import layout
+from gliostream.store.verify import verify_store
 
 
 def damaged(tiny_store, tmp_path):

@@ -1,6 +1,0 @@
-"""`python -m brats` is the `brats` console script."""
-
-from .cli.main import cli
-
-if __name__ == "__main__":
-    cli()

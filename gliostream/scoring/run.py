@@ -1,0 +1,271 @@
+"""The scoring run: which cases, which predictions, which metrics, where the results go."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..devices import configure_kernels, resolve_device
+from ..errors import BratsError, ConfigError, InvalidCaseError, StoreError
+from ..faults import fault_point
+from ..files import check_not_inside, check_output, replaced_together
+from ..geometry import crop_slices, uncrop
+from ..labels import REGIONS
+from ..lesionwise import CHALLENGES, lesionwise_metrics
+from ..metrics import region_metrics
+from ..store.stale import warn_stale
+from ..trainer.checkpoint import Checkpoint
+from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
+from .exports import read_prediction, save_prediction
+from .figures import case_figure, plot_scores
+from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
+from .report import case_rows, score_table, worst_cases, write_table
+from .settings import ScoreConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    case_id: str
+    mean_dice: float
+    dice: tuple[float, float, float]  # WT, TC, ET
+    figure: Path | None
+
+    def line(self) -> str:
+        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(REGIONS, self.dice))
+        figure = f"  {self.figure}" if self.figure else ""
+        return f"  {self.case_id}  mean Dice {self.mean_dice:.3f} ({regions}){figure}"
+
+
+@dataclass
+class ScoreResult:
+    table: pd.DataFrame
+    csv: Path | None  # None when no case had a reference to score against
+    plot: Path | None
+    scored: int
+    predicted_only: list[str] = field(default_factory=list)
+    exported: int = 0
+    predicted: bool = True  # False when existing segmentations (--pred) were scored
+    worst: list[WorstCase] = field(default_factory=list)
+    figures: int = 0
+    challenge: str = "GLI"
+    skipped: list[str] = field(default_factory=list)  # "<file>: <problem>" of each unusable case
+
+    def line(self) -> str:
+        unscored = ""
+        if self.predicted_only:
+            verb = "predicted, not scored" if self.predicted else "not scored"
+            unscored = f"; {len(self.predicted_only)} case(s) without a reference seg {verb}"
+        saved = f"; {self.exported} prediction(s) saved" if self.exported else ""
+        if self.skipped:
+            saved += f"; {len(self.skipped)} unusable case(s) skipped"
+        if self.csv is None:
+            return f"scored no case: none has a reference seg{unscored}{saved}; no score table written"
+        plot = f" and {self.plot}" if self.plot else ""
+        figures = f"; {self.figures} case figure(s)" if self.figures else ""
+        return f"scored {self.scored} case(s){unscored}{saved}{figures}; wrote {self.csv}{plot}"
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every case was scored (or predicted); 1 when some were skipped as unusable."""
+        return 1 if self.skipped else 0
+
+    def worst_text(self) -> str:
+        if not self.worst:
+            return ""
+        return "worst cases by mean Dice:\n" + "\n".join(w.line() for w in self.worst)
+
+
+def _prediction_ids(folder: str) -> list[str]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise ConfigError(f"{folder}: no such folder of predictions")
+    ids = sorted(f.name.removesuffix(".nii.gz") for f in path.glob("*.nii.gz") if not f.name.startswith("."))
+    if not ids:
+        raise ConfigError(f"{folder}: holds no <case_id>.nii.gz prediction")
+    return ids
+
+
+def write_provenance(path: Path, config: ScoreConfig, members: list[Member], skipped: list[str]) -> None:
+    """Beside the CSV: what produced it (checkpoints and their SHA-256, options, version, date) and
+    the cases skipped as unusable."""
+    record = {"brats_version": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "checkpoints": [m.provenance() for m in members], "options": asdict(config), "skipped": skipped}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool, skipped: list[str],
+           validation: list[str] | None = None) -> tuple[list[str], Iterator[ScoreCase | BratsError]]:
+    """The cases to score: with --pred, those that have a prediction file (each needs a reference).
+    Raw cases that cannot be used are added to `skipped` (or yielded as their error), and the others
+    go on; a damaged store case ends the run."""
+    wanted = _prediction_ids(config.pred) if config.pred else None
+    if config.raw:
+        cases, refused = raw_case_list(config.raw)
+        skipped += [str(error) for _, error in refused]
+        if wanted is not None:
+            by_id = {c.case_id: c for c in cases}
+            unusable = {case_id for case_id, _ in refused}
+            missing = [i for i in wanted if i not in by_id and i not in unusable]
+            if missing:
+                raise ConfigError(f"{config.raw}: no raw case for the predictions {', '.join(missing[:5])}")
+            cases = [by_id[i] for i in wanted if i in by_id]
+        loaded = raw_cases(cases, keep_errors=True)
+        return [c.case_id for c in cases], loaded if with_image else (_reference_only(c) for c in loaded)
+    store = config.store or (checkpoint.store if checkpoint else None)
+    if not store:
+        raise ConfigError("which cases? give --store or --raw (a checkpoint names its store)")
+    if wanted is not None:
+        ids = select_store_cases(store, "all", [])
+        missing = [i for i in wanted if i not in set(ids)]
+        if missing:
+            raise StoreError(f"{store}: no reference case for the predictions {', '.join(missing[:5])}")
+        ids = wanted
+    else:
+        which = "val" if config.cases == "oof" else config.cases
+        if validation is None:
+            validation = list(checkpoint.split.val) if checkpoint else []
+        ids = select_store_cases(store, which, validation)
+    warn_stale(store, ids)
+    return ids, store_cases(store, ids, with_image=with_image)
+
+
+def _reference_only(case: ScoreCase | BratsError) -> ScoreCase | BratsError:
+    if isinstance(case, ScoreCase):
+        case.image = None
+    return case
+
+
+def _score_case(case: ScoreCase, prediction: np.ndarray, reference: np.ndarray, cropped: bool,
+                config: ScoreConfig) -> dict[str, Any]:
+    """Legacy and lesion-wise metrics of one case. Lesion-wise ones see the whole raw grid, so
+    that the reference's dilation is never cut by the crop."""
+    total = int(np.prod(case.original_shape)) if cropped else None
+    row = {"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)}
+    if cropped:
+        prediction = uncrop(prediction, case.crop_box, case.original_shape)
+        reference = uncrop(reference, case.crop_box, case.original_shape)
+    row.update(lesionwise_metrics(prediction, reference, case.spacing, CHALLENGES[config.challenge]))
+    return row
+
+
+def _worst(table: pd.DataFrame, figures: dict[str, Path]) -> list[WorstCase]:
+    return [WorstCase(row.case_id, float(row.mean_dice), tuple(float(getattr(row, f"dice_{r}")) for r in REGIONS),
+                      figures.get(row.case_id)) for row in worst_cases(table).itertuples()]
+
+
+# A source of predictions: a case -> (prediction, its reference, both in the cropped frame?), or
+# the InvalidCaseError of an unusable prediction file.
+Predictions = Callable[[ScoreCase], tuple[np.ndarray, np.ndarray | None, bool]]
+
+
+def model_predictions(members: list[Member], config: ScoreConfig, device: torch.device) -> Predictions:
+    """Predict each case with the checkpoints (or, with cases="oof", with the fold that held it
+    out), saving each segmentation when asked: the "predict" half of `brats score --ckpt`."""
+    owners = out_of_fold_owners(members) if config.cases == "oof" else None
+    inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
+
+    def predict(case: ScoreCase) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        assert case.image is not None
+        chosen = [owners[case.case_id]] if owners else members
+        prediction = predict_case(chosen, case.image, inference, device, config.postprocess)
+        if config.save_predictions:
+            save_prediction(Path(config.save_predictions), case, prediction)
+        return prediction, case.reference, True
+
+    return predict
+
+
+def file_predictions(folder: str) -> Predictions:
+    """Read each case's `<case_id>.nii.gz` from `folder`: `brats score --pred`, no model."""
+    def read(case: ScoreCase) -> tuple[np.ndarray, np.ndarray | None, bool]:
+        return read_prediction(Path(folder), case), case.reference_original(), False
+
+    return read
+
+
+def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
+    """Predict with the checkpoints (or read the `pred` files), evaluate against the references,
+    write the CSV, its provenance and the plot together."""
+    check_output(config.out, "--out", folder=False)  # before hours of prediction, not after
+    out = Path(config.out)
+    for folder, option in ((config.save_predictions, "--save-predictions"), (config.figures, "--figures")):
+        if folder:
+            check_output(folder, option)
+            if config.raw:
+                check_not_inside(folder, config.raw, option, "--raw")
+    members: list[Member] = []
+    if config.ckpt:
+        device = resolve_device(config.device)
+        configure_kernels(device)
+        members = load_members(tuple(config.ckpt), device)
+        source = model_predictions(members, config, device)
+        validation = sorted(out_of_fold_owners(members)) if config.cases == "oof" else None
+    else:
+        source, validation = file_predictions(config.pred), None  # type: ignore[arg-type]
+    skipped: list[str] = []
+    ids, cases = _cases(config, members[0].checkpoint if members else None, bool(members) or bool(config.figures),
+                        skipped, validation=validation)
+    rows, predicted_only, figures = [], [], {}
+    for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
+        if isinstance(case, BratsError):  # a raw case that cannot be used: the others go on
+            skipped.append(str(case))
+            log.info("skipped %s", case)
+            continue
+        try:
+            prediction, reference, cropped = source(case)
+        except InvalidCaseError as error:  # an unusable prediction file: the others go on
+            skipped.append(str(error))
+            continue
+        if reference is None:
+            predicted_only.append(case.case_id)
+            continue
+        rows.append(_score_case(case, prediction, reference, cropped, config))
+        if config.figures:
+            assert case.image is not None
+            figures[case.case_id] = case_figure(
+                Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
+                reference if cropped else reference[crop_slices(case.crop_box)],
+                prediction if cropped else prediction[crop_slices(case.crop_box)],
+                case.affine, case.spacing, rows[-1])
+        fault_point("score:case")
+    exported = len(rows) + len(predicted_only) if config.save_predictions else 0
+    table = score_table(rows)
+    if not rows:  # predictions only: an empty table would read as a result
+        return ScoreResult(table, None, None, 0, predicted_only, exported, bool(members), skipped=skipped)
+    plot = out.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replaced_together([out, out.with_suffix(".json"), plot]) as (csv_tmp, json_tmp, plot_tmp):
+        write_table(table, csv_tmp)
+        write_provenance(json_tmp, config, members, skipped)
+        plot_scores(case_rows(table), plot_tmp, config.challenge, checkpoint_names(members))
+        fault_point("score:outputs-written")
+    return ScoreResult(table, out, plot, len(rows), predicted_only, exported, bool(members),
+                       _worst(table, figures), len(figures), config.challenge, skipped)
+
+
+def checkpoint_names(members: list[Member]) -> str | None:
+    """How the score plot names the models: the checkpoints' paths (relative where possible)."""
+    if not members:
+        return None
+    names = []
+    for m in members:
+        path = Path(m.path)
+        try:
+            path = path.resolve().relative_to(Path.cwd())
+        except ValueError:
+            pass
+        names.append(str(path))
+    return " + ".join(names) if len(names) <= 3 else f"{names[0]} + {len(names) - 1} more"
