@@ -38,6 +38,7 @@ def record_results(bench: str, figures: dict[str, str], results: Path = RESULTS)
     and docs/benchmarks.md quote these files; tests/test_docs.py fails on a README figure none holds."""
     path = results / f"{bench}.json"
     data = json.loads(path.read_text()) if path.exists() else {"bench": f"bench/{bench}.py", "figures": {}}
+    data.pop("source", None)  # no longer transcribed: measured by this run
     data.update(machine=machine(), date=time.strftime("%Y-%m-%d"))
     data["figures"].update(figures)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BIN, best_of, machine, raw_dataset, timed_command  # noqa: E402
+from _common import BIN, best_of, machine, raw_dataset, record_results, timed_command  # noqa: E402
 from zlib_ng import zlib_ng  # noqa: E402
 
 from gliostream.pipeline.config import IngestConfig  # noqa: E402
@@ -48,7 +48,7 @@ def one_core(raw: Path, tmp: Path, repeats: int) -> None:
     print("\n## One core (pinned)\n\n| case | voxels | floor zlib s | floor zlib-ng s | ingest s | ingest / floor "
           "| ingest / floor-ng |")
     print("|---|---|---|---|---|---|---|")
-    ratios, ratios_ng, times = [], [], []
+    ratios, ratios_ng, times, labelled = [], [], [], []
     for case in discover_cases(raw):
         if case.problem:
             continue
@@ -66,10 +66,15 @@ def one_core(raw: Path, tmp: Path, repeats: int) -> None:
         ratios.append(t / floor)
         ratios_ng.append(t / floor_ng)
         times.append(t)
+        labelled.append("seg" in case.files)
         print(f"| {case.case_id} | {'x'.join(map(str, shape))} | {floor:.3f} | {floor_ng:.3f} | {t:.3f} | "
               f"{t / floor:.2f} | {t / floor_ng:.2f} |")
     n = len(ratios)
     print(f"| **mean** | | | | {sum(times) / n:.3f} | **{sum(ratios) / n:.2f}** | {sum(ratios_ng) / n:.2f} |")
+    labelled_ratios = [r for r, seg in zip(ratios, labelled, strict=True) if seg]
+    record_results("ingest", {"one_core_mean_s": f"{sum(times) / n:.2f} s",
+                              "one_core_vs_zlib_floor_mean": f"{sum(ratios) / n:.2f}×",
+                              "one_core_vs_zlib_floor_labelled": f"{min(labelled_ratios):.2f}–{max(labelled_ratios):.2f}×"})
     os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
@@ -99,6 +104,7 @@ def scaling(raw: Path, tmp: Path, copies: int, max_workers: int) -> None:
         assert summary.count("ingested") == n_cases, summary.line()
         base = base or wall
         print(f"| {workers} | {wall:.2f} | {n_cases / wall:.2f} | {base / wall:.2f} | {base / wall / workers:.0%} |")
+    record_results("ingest", {"dask_2_worker_efficiency": f"{100 * base / wall / max_workers:.0f} %"})
 
 
 STAGES = {  # function name in gliostream.pipeline / gliostream.store -> what it does
@@ -131,6 +137,7 @@ def cli(raw: Path, tmp: Path) -> None:
           f"| per extra case / floor |\n|---|---|---|---|---|---|")
     print(f"| {walls[2]:.2f} | {walls[len(cases)]:.2f} | {extra:.3f} | {floor:.3f} | {floor_ng:.3f} "
           f"| **{extra / floor:.2f}** |")
+    record_results("ingest", {"cli_s_per_extra_case": f"{extra:.3f} s", "cli_vs_zlib_floor": f"{extra / floor:.2f}×"})
 
     config = IngestConfig()
     root = create_or_check_store(tmp / "profiled", config.store_params())

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import machine, record_results  # noqa: E402
 
 SIZES = [(8, 32, 2), (8, 64, 1), (16, 48, 2), (32, 64, 1), (32, 96, 1)]  # base width, patch side, batch
 
@@ -72,12 +72,22 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ratios = []
     for base, side, batch in SIZES:
         out = subprocess.run([sys.executable, __file__, "--child", str(base), str(side), str(batch)], env=env,
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"| {base} | {side}^3 | {batch} | {r['measured'] / 2**20:.0f} | {r['planned'] / 2**20:.0f} "
               f"| {r['planned'] / r['measured']:.2f} |", flush=True)
+        ratios.append(r["planned"] / r["measured"] - 1)
+    from gliostream.trainer.config import TrainConfig
+    from gliostream.trainer.memory_plan import estimate_step_memory
+
+    amp = estimate_step_memory(TrainConfig(), amp=True).total / 2**30
+    print(f"\nthe reference design with 16-bit AMP: {amp:.2f} GiB")
+    record_results("plan_memory", {"planner_error_high": f"{100 * max(ratios):+.0f}%",
+                                   "planner_error_low": f"{100 * min(ratios):+.1f}%".replace("-", "−"),
+                                   "reference_design_amp": f"{amp:.2f} GiB"})
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BIN, REALDATA, folder_bytes, json_child, labelled_cases, machine, timed_command  # noqa: E402
+from _common import BIN, REALDATA, folder_bytes, json_child, labelled_cases, machine, record_results, timed_command  # noqa: E402
 
 
 def link_cases(sources, raw: Path, first: int, last: int) -> None:
@@ -176,6 +176,10 @@ def main() -> None:
               f"{(full['verify_s'] / args.cases) / (small['verify_s'] / args.small):.2f}×")
         print(f"scale: stream peak RSS, {args.cases} against {args.small} cases: "
               f"{s_full['peak_rss_mib'] / s_small['peak_rss_mib']:.2f}×")
+        record_results("scale", {"stream_peak_rss_1251_cases": f"{s_full['peak_rss_mib'] / 1024:.1f} GiB",
+                                 "stream_peak_rss_20_cases_mib": f"{s_small['peak_rss_mib']:.0f} MiB",
+                                 "ingest_1251_cases": f"{rest_s / 60:.1f} minutes",
+                                 "ingest_s_per_case_1251": f"{rest_s / added:.2f} s"})
         if args.plot:
             plot(Path(args.plot), args, small, full, small_s, rest_s, s_small, s_full)
 

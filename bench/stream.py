@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, raw_dataset  # noqa: E402
+from _common import machine, raw_dataset, record_results  # noqa: E402
 
 PATCH, BATCH, QUEUE, PER_VOLUME = 96, 4, 64, 8
 
@@ -145,15 +145,19 @@ def main() -> None:
         print("| workers | NIfTI patches/s | store, process workers | store, thread workers (default) "
               "| ratio per worker, processes | ratio per worker, threads | peak RSS MiB NIfTI / processes / threads |")
         print("|---|---|---|---|---|---|---|")
+        ratios = []
         for workers in args.workers:
             nifti = run_child("nifti", raw, workers, args.nifti_batches)
             procs = run_child("store-processes", store, workers, args.store_batches)
             threads = run_child("store-threads", store, workers, args.store_batches)
             base = nifti["patches_per_s"]
+            ratios.append(threads["patches_per_s"] / base)
             print(f"| {workers} | {base:.1f} | {procs['patches_per_s']:.1f} | {threads['patches_per_s']:.1f} "
                   f"| {procs['patches_per_s'] / base:.1f}× | {threads['patches_per_s'] / base:.1f}× "
                   f"| {nifti['peak_rss_mib']:.0f} / {procs['peak_rss_mib']:.0f} / {threads['peak_rss_mib']:.0f} |")
         print(f"\nDelivered dtypes: NIfTI {nifti['dtype']}, store {threads['dtype']}")
+        low, high = round(min(ratios)), round(max(ratios))
+        record_results("stream", {"store_threads_vs_nifti_per_worker": f"{low}–{high}×" if low != high else f"{low}×"})
         if args.step_ms:
             workers = max(args.workers)
             loop = run_child("store-threads", store, workers, 200, args.step_ms)

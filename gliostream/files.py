@@ -58,12 +58,12 @@ def replaced_together(paths: list[Path], suffix: str = "") -> Iterator[list[Path
     try:
         yield tmps
         fault_point("output:written")
-        for current, tmp in zip(paths, tmps):
+        for current, tmp in zip(paths, tmps, strict=True):
             os.replace(tmp, current)
     except OSError as error:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
-        written = {str(tmp): path for tmp, path in zip(tmps, paths)}  # the file being written, by its name
+        written = {str(tmp): path for tmp, path in zip(tmps, paths, strict=True)}  # the file being written, by its name
         raise OutputError(written.get(str(error.filename), current), str(error.strerror or error)) from None
     except BaseException:
         for tmp in tmps:

@@ -47,7 +47,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
 def _mirrorings(tta: bool) -> list[tuple[int, ...]]:
     if not tta:
         return [()]
-    return [tuple(a for a, bit in zip((2, 3, 4), (m & 1, m & 2, m & 4)) if bit) for m in range(8)]
+    return [tuple(a for a, bit in zip((2, 3, 4), (m & 1, m & 2, m & 4), strict=True) if bit) for m in range(8)]
 
 
 @torch.no_grad()
@@ -58,7 +58,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
     device = torch.device(device)
     image = image.to(device, non_blocking=True).float()
     shape = image.shape[1:]
-    pads = [max(w - s, 0) for w, s in zip(config.window, shape)]
+    pads = [max(w - s, 0) for w, s in zip(config.window, shape, strict=True)]
     padding = [v for p in reversed(pads) for v in (p // 2, p - p // 2)]
     padded = F.pad(image, padding) if any(pads) else image
     full = padded.shape[1:]
@@ -73,7 +73,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
     mirrorings = _mirrorings(config.tta)
     for i in range(0, len(starts), config.batch_windows):
         group = starts[i:i + config.batch_windows]
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, config.window)) for start in group]
+        slices = [tuple(slice(s, s + w) for s, w in zip(start, config.window, strict=True)) for start in group]
         batch = torch.stack([padded[(slice(None), *sl)] for sl in slices])
         probs: torch.Tensor | None = None
         for axes in mirrorings:
@@ -86,12 +86,12 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
         probs = probs / len(mirrorings)
         if total is None:
             total = torch.zeros((probs.shape[1], *full), device=device)
-        for sl, p in zip(slices, probs):
+        for sl, p in zip(slices, probs, strict=True):
             total[(slice(None), *sl)] += p * weights
             norm[sl] += weights
     assert total is not None
     total /= norm
-    crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, shape))
+    crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, shape, strict=True))
     return total[(slice(None), *crop)]
 
 

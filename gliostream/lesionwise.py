@@ -164,7 +164,7 @@ def lesion_dice(prediction: np.ndarray, reference: np.ndarray, rules: LesionRule
     pairs = np.unique(lesion_cc[touching].astype(np.int64) * stride + pred_cc[touching])
     inside = ref & (pred_cc > 0)
     codes, counts = np.unique(lesion_cc[inside].astype(np.int64) * stride + pred_cc[inside], return_counts=True)
-    overlap = dict(zip(codes.tolist(), counts.tolist()))
+    overlap = dict(zip(codes.tolist(), counts.tolist(), strict=True))
     by_lesion: dict[int, list[int]] = {k: [] for k in range(1, n_lesions + 1)}
     for code in pairs.tolist():
         by_lesion[code // int(stride)].append(code % int(stride))

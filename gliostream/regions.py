@@ -145,6 +145,6 @@ class Postprocessing:
         return {"min_component_voxels": list(self.min_component_voxels), "et_min_voxels": self.et_min_voxels}
 
     def apply(self, labels: np.ndarray) -> np.ndarray:
-        for region, min_voxels in zip(REGIONS, self.min_component_voxels):
+        for region, min_voxels in zip(REGIONS, self.min_component_voxels, strict=True):
             labels = remove_small_components(labels, region, min_voxels)
         return suppress_small_et(labels, self.et_min_voxels)

@@ -50,7 +50,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: int 
 
 
 def _blob(coords: tuple[np.ndarray, ...], centre: np.ndarray, radii: np.ndarray, wobble: np.ndarray) -> np.ndarray:
-    d = sum(((c - m) / r) ** 2 for c, m, r in zip(coords, centre, radii))
+    d = sum(((c - m) / r) ** 2 for c, m, r in zip(coords, centre, radii, strict=True))
     return d < (1.0 + 0.25 * wobble)
 
 

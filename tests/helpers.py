@@ -36,7 +36,7 @@ def write_case(folder: Path, case_id: str, mods, seg=None, naming: str = "2021",
     conv = CONVENTIONS[naming]
     folder.mkdir(parents=True, exist_ok=True)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) if affine is None else affine
-    roles = list(zip(MODALITIES, mods))
+    roles = list(zip(MODALITIES, mods, strict=True))
     if seg is not None:
         roles.append(("seg", seg))
     for role, arr in roles:

@@ -71,6 +71,6 @@ def perturbations(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         near = centres[rng.integers(len(centres))] + rng.integers(-25, 26, 3)
         far = rng.integers(20, np.array(labels.shape) - 20)
         for centre in (near, far):
-            ball = sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+            ball = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
             blobs[ball & (blobs == 0)] = label
     return {"eroded": eroded, "shifted": shifted, "blobs": blobs}

@@ -48,12 +48,12 @@ def test_same_seed_same_result_and_state_resumes():
     a, b = BatchAugmenter(config, seed=3), BatchAugmenter(config, seed=3)
     for _ in range(3):
         x, y = batch()
-        assert all(torch.equal(p, q) for p, q in zip(a(x.clone(), y.clone()), b(x.clone(), y.clone())))
+        assert all(torch.equal(p, q) for p, q in zip(a(x.clone(), y.clone()), b(x.clone(), y.clone()), strict=True))
     state = a.state_dict()
     expected = a(*batch(1))
     c = BatchAugmenter(config, seed=99)
     c.load_state_dict(state)
-    assert all(torch.equal(p, q) for p, q in zip(c(*batch(1)), expected))
+    assert all(torch.equal(p, q) for p, q in zip(c(*batch(1)), expected, strict=True))
     assert not torch.equal(BatchAugmenter(config, seed=4)(*batch(1))[0], expected[0])
 
 
@@ -205,7 +205,7 @@ def _analytic_nearest_warp(label: torch.Tensor, theta: torch.Tensor) -> tuple[to
     index = [((mapped[..., 2 - a] + 1) * sizes[a] - 1) / 2 for a in range(3)]  # back to (D, H, W) voxels
     rounded = [torch.round(i).long() for i in index]
     tie = torch.stack([((i - i.floor()) - 0.5).abs() < 1e-3 for i in index]).any(0)
-    inside = torch.stack([(r >= 0) & (r < n) for r, n in zip(rounded, sizes)]).all(0)
+    inside = torch.stack([(r >= 0) & (r < n) for r, n in zip(rounded, sizes, strict=True)]).all(0)
     out = torch.zeros(sizes, dtype=label.dtype)
     out[inside] = label[tuple(r[inside] for r in rounded)]
     return out, tie

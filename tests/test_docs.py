@@ -27,7 +27,7 @@ NOT_MEASURED = {
     "5.2 s": "an example summary line", "240.1 s": "an example summary line",
     "20%": "the default validation share (a setting)", "2×": "a downsampling factor",
     "8×": "the compute of 2 mm voxels: 2³ (arithmetic)", "4×": "25,600 updates against 6,400 (arithmetic)",
-    "3×": "25,600 against 8,000 (arithmetic)", "0.500": "an illustration of lesion-wise Dice",
+    "3×": "25,600 against 8,000 (arithmetic)",
     "6%": "the share of each weight a weight decay of 0.1 removes (arithmetic)",
     "1%": "a share of clipped updates, with its source in the same sentence",
     "0.5–1×": "the low-resolution augmentation's zoom (a setting)",

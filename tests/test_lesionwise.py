@@ -116,7 +116,7 @@ def _around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     if not mask.any():
         return tuple(slice(0, 1) for _ in mask.shape)
     hits = np.argwhere(mask)
-    return tuple(slice(max(lo - margin, 0), hi + 1 + margin) for lo, hi in zip(hits.min(0), hits.max(0)))
+    return tuple(slice(max(lo - margin, 0), hi + 1 + margin) for lo, hi in zip(hits.min(0), hits.max(0), strict=True))
 
 
 # Real cases with several lesions per region, the 2023 naming, and no enhancing tumour (when present).

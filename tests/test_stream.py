@@ -110,7 +110,7 @@ def test_deterministic_for_a_seed_and_epoch(tiny_store):
     again = collect(tiny_store, SMALL, seed=5, epoch=2, batches=6)
     other_seed = collect(tiny_store, SMALL, seed=6, epoch=2, batches=6)
     other_epoch = collect(tiny_store, SMALL, seed=5, epoch=3, batches=6)
-    same = lambda a, b: all(torch.equal(x.image, y.image) and x.case_ids == y.case_ids for x, y in zip(a, b))
+    same = lambda a, b: all(torch.equal(x.image, y.image) and x.case_ids == y.case_ids for x, y in zip(a, b, strict=True))
     assert same(first, again)
     assert not same(first, other_seed)
     assert not same(first, other_epoch)
@@ -122,7 +122,7 @@ def test_epoch_is_independent_of_what_came_before(tiny_store):
         list(stream.batches(0, 3))  # a partly consumed epoch leaves patches in the queue
         after = list(stream.batches(1, 5))
     fresh = collect(tiny_store, SMALL, seed=1, epoch=1, batches=5)
-    assert all(torch.equal(a.image, b.image) for a, b in zip(after, fresh))
+    assert all(torch.equal(a.image, b.image) for a, b in zip(after, fresh, strict=True))
 
 
 @pytest.mark.parametrize("loader", ["threads", "processes"])
@@ -132,7 +132,7 @@ def test_loader_workers_give_the_same_patches(tiny_store, alarm, loader):
     with PatchStream(tiny_store, labelled_case_ids(tiny_store), parallel, seed=2) as stream:
         for epoch in range(2):  # the same workers serve a second epoch
             batches = list(stream.batches(epoch, 6))
-            assert all(torch.equal(a.image, b.image) for a, b in zip(inline[epoch], batches))
+            assert all(torch.equal(a.image, b.image) for a, b in zip(inline[epoch], batches, strict=True))
 
 
 @pytest.mark.parametrize("loader", ["threads", "processes"])
@@ -150,7 +150,7 @@ def test_worker_failure_is_raised_not_hung(tiny_store, tmp_path, alarm, loader):
 
 def test_subject_order_splits_ranks():
     orders = [SubjectOrder(10, seed=3, rank=r, world_size=3) for r in range(3)]
-    firsts = [list(zip(range(len(o)), iter(o))) for o in orders]
+    firsts = [list(zip(range(len(o)), iter(o), strict=False)) for o in orders]
     seen = [i for first in firsts for _, i in first]
     assert sorted(seen) == list(range(10))
 

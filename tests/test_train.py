@@ -100,7 +100,7 @@ def test_gradient_accumulation_equals_the_large_batch():
     for chunk in range(4):
         part = slice(2 * chunk, 2 * chunk + 2)
         (deep_supervision_loss(model(image[part]), label[part], per_sample) / 4).backward()
-    for g_big, p in zip(big, model.parameters()):
+    for g_big, p in zip(big, model.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g_big, rtol=1e-4, atol=1e-6)
 
 

@@ -143,15 +143,15 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | No
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     rng = np.random.default_rng(0)
-    for ax, metric in zip(axes, ("dice", "hd95")):
-        for offset, (prefix, _, colour) in zip((-0.18, 0.18), FAMILIES):
+    for ax, metric in zip(axes, ("dice", "hd95"), strict=True):
+        for offset, (prefix, _, colour) in zip((-0.18, 0.18), FAMILIES, strict=True):
             data = [cases[f"{prefix}{metric}_{r}"].astype(float).to_numpy() for r in REGIONS]
             positions = [i + offset for i in range(len(REGIONS))]
             boxes = ax.boxplot(data, positions=positions, widths=0.3, patch_artist=True, showfliers=False,
                                medianprops={"color": "black"})
             for patch in boxes["boxes"]:
                 patch.set(facecolor=colour, alpha=0.45, edgecolor=colour)
-            for x, values in zip(positions, data):
+            for x, values in zip(positions, data, strict=True):
                 ax.scatter(x + rng.uniform(-0.06, 0.06, values.size), values, s=9, color=colour, zorder=3,
                            edgecolors="none")
                 mean = float(np.mean(values)) if values.size else float("nan")

@@ -151,8 +151,8 @@ def _raw_jobs(inputs: str, summary: PredictResult) -> list[_Job]:
 def _loaded(jobs: list[_Job], config: PredictConfig) -> Iterator[tuple[_Job, ScoreCase | BratsError]]:
     """Each job with its case read (the next one read by a thread meanwhile), or why it cannot be."""
     if config.store is not None:
-        return zip(jobs, store_cases(config.store, [j.case_id for j in jobs], keep_errors=True))
-    return zip(jobs, raw_cases([j.raw for j in jobs], keep_errors=True))  # type: ignore[misc]
+        return zip(jobs, store_cases(config.store, [j.case_id for j in jobs], keep_errors=True), strict=True)
+    return zip(jobs, raw_cases([j.raw for j in jobs], keep_errors=True), strict=True)  # type: ignore[misc]
 
 
 def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResult:

@@ -44,7 +44,7 @@ class WorstCase:
     figure: Path | None
 
     def line(self) -> str:
-        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(REGIONS, self.dice))
+        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(REGIONS, self.dice, strict=True))
         figure = f"  {self.figure}" if self.figure else ""
         return f"  {self.case_id}  mean Dice {self.mean_dice:.3f} ({regions}){figure}"
 

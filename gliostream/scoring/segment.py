@@ -19,7 +19,7 @@ from ..errors import ConfigError, InvalidCaseError
 from ..geometry import uncrop
 from ..inference_config import InferenceConfig
 from ..labels import CONVENTION_NAMES
-from ..pipeline.naming import MODALITIES
+from ..pipeline.naming import CONVENTIONS, MODALITIES
 from ..pipeline.preprocess import normalised_image
 from .exports import to_raw_labels
 from .models import Member, inference_config, load_members, predict_case
@@ -67,8 +67,8 @@ def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str =
     return Segmenter(members, inference_config(members, window, overlap, tta, batch_windows), resolved, postprocess)
 
 
-# The names of BraTS 2023+ files, accepted for the same modalities.
-ALIASES = {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair"}
+# The names of every convention's files (t1n, t1c, t2w, t2f in BraTS 2023+), accepted for the same modalities.
+ALIASES = {suffix: role for c in CONVENTIONS.values() for role, suffix in c.suffixes.items() if role in MODALITIES}
 
 
 def _modalities(image: Image) -> list[np.ndarray]:

@@ -205,7 +205,7 @@ def read_locations(root: str | Path, case_id: str) -> dict[str, np.ndarray]:
     record, arrays = read_case_arrays(root, case_id, names)
     if not record.labelled:
         return {region: layout.no_locations() for region in REGIONS}
-    return dict(zip(REGIONS, arrays))
+    return dict(zip(REGIONS, arrays, strict=True))
 
 
 def existing_record(root: str | Path, case_id: str) -> CaseRecord:

@@ -153,7 +153,8 @@ class CaseRecord:
             return f"unknown label convention {self.convention!r}"
         if len(self.original_shape) != 3 or len(self.cropped_shape) != 3 or len(self.crop_box) != 3:
             return "shapes and crop box must have three axes"
-        for axis, ((start, stop), size, full) in enumerate(zip(self.crop_box, self.cropped_shape, self.original_shape)):
+        axes = zip(self.crop_box, self.cropped_shape, self.original_shape, strict=True)
+        for axis, ((start, stop), size, full) in enumerate(axes):
             if not 0 <= start < stop <= full:
                 return f"crop box [{start}, {stop}) of axis {axis} lies outside the volume of {full} voxels"
             if stop - start != size:

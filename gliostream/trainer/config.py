@@ -69,7 +69,7 @@ def _fits(value: Any, hint: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_fits(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 

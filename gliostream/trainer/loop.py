@@ -348,7 +348,7 @@ class Trainer:
         raw = [region_dice(p, r) for p, r in pairs]
         out.update({f"dice_{r}_raw": float(np.mean([d[r] for d in raw])) for r in REGIONS})
         out.update({f"lw_dice_{r}": v for r, v in choice.lesion_dice.items()})
-        out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels)})
+        out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels, strict=True)})
         out["et_min_voxels"] = self.postprocessing.et_min_voxels
         out["postprocess_searched"] = int(choice.searched)
         return out

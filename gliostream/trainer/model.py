@@ -54,7 +54,7 @@ class ResUNet(nn.Module):
             skips.append(x)
         x = skips.pop()
         decoded = []
-        for up, block in zip(self.up, self.decoder):
+        for up, block in zip(self.up, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
             decoded.append(x)
         logits = self.head(x)

@@ -29,12 +29,12 @@ def padded_window(volume: torch.Tensor, start: Sequence[int], size: Sequence[int
     A window inside the volume is a view (no copy: the batch collation makes the one copy).
     """
     spatial = volume.shape[-3:]
-    inside = tuple(slice(s, s + n) for s, n in zip(start, size))
-    if all(s >= 0 and s + n <= dim for s, n, dim in zip(start, size, spatial)):
+    inside = tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))
+    if all(s >= 0 and s + n <= dim for s, n, dim in zip(start, size, spatial, strict=True)):
         return volume[(..., *inside)]
     out = volume.new_zeros((*volume.shape[:-3], *size))
     src, dst = [], []
-    for s, n, dim in zip(start, size, spatial):
+    for s, n, dim in zip(start, size, spatial, strict=True):
         lo, hi = max(s, 0), min(s + n, dim)
         if hi <= lo:
             return out
@@ -104,7 +104,7 @@ class TumourSampler(tio.data.PatchSampler):
     def extract(self, subject: tio.Subject, start: Sequence[int], centred: bool) -> tio.Subject:
         """The patch whose first voxel is `start` of the stored case (image float16, label uint8)."""
         image, label = subject["image"], subject["label"]
-        at = [s + o for s, o in zip(start, subject.get(ORIGIN_KEY, (0, 0, 0)))]
+        at = [s + o for s, o in zip(start, subject.get(ORIGIN_KEY, (0, 0, 0)), strict=True)]
         affine = shifted_affine(image.affine, at)
         return tio.Subject(
             image=tio.ScalarImage(tensor=padded_window(image.data, at, self.size), affine=affine),

@@ -58,7 +58,7 @@ class PrepareSubject:
             low = np.maximum(low, half - coords.min(axis=0))
             high = np.maximum(high, coords.max(axis=0) - half + size - shape)
         if (low > 0).any() or (high > 0).any():
-            padding = [int(v) for pair in zip(low[::-1], high[::-1]) for v in pair]  # F.pad: last axis first
+            padding = [int(v) for pair in zip(low[::-1], high[::-1], strict=True) for v in pair]  # F.pad: last axis first
             for image in (subject["image"], subject["label"]):
                 image.set_data(F.pad(image.data, padding))
                 image.affine = shifted_affine(image.affine, -low)
