@@ -171,10 +171,11 @@ def _worst(table: pd.DataFrame, figures: dict[str, Path]) -> list[WorstCase]:
 Predictions = Callable[[ScoreCase], tuple[np.ndarray, np.ndarray | None, bool]]
 
 
-def model_predictions(members: list[Member], config: ScoreConfig, device: torch.device) -> Predictions:
-    """Predict each case with the checkpoints (or, with cases="oof", with the fold that held it
-    out), saving each segmentation when asked: the "predict" half of `brats score --ckpt`."""
-    owners = out_of_fold_owners(members) if config.cases == "oof" else None
+def model_predictions(members: list[Member], config: ScoreConfig, device: torch.device,
+                      owners: dict[str, Member] | None = None) -> Predictions:
+    """Predict each case with the checkpoints (or, given `owners`, case id -> the fold model that
+    held it out, with that fold), saving each segmentation when asked: the "predict" half of
+    `brats score --ckpt`."""
     inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
 
     def predict(case: ScoreCase) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -211,8 +212,9 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
         device = resolve_device(config.device)
         configure_kernels(device)
         members = load_members(tuple(config.ckpt), device)
-        source = model_predictions(members, config, device)
-        validation = sorted(out_of_fold_owners(members)) if config.cases == "oof" else None
+        owners = out_of_fold_owners(members) if config.cases == "oof" else None
+        source = model_predictions(members, config, device, owners)
+        validation = sorted(owners) if owners else None
     else:
         source, validation = file_predictions(config.pred), None  # type: ignore[arg-type]
     skipped: list[str] = []
