@@ -5,7 +5,8 @@ own reference perturbed (--perturb eroded, shifted or blobs added, as in the les
 or a folder of <case_id>.nii.gz files (--pred). For every case it times, side by side:
 - `gliostream.lesionwise.lesionwise_metrics` (WT, TC, ET) on the whole raw grid;
 - the official algorithm transcribed step by step (tests/lesionwise_reference.py: one full-volume
-  dilation per lesion, scipy labelling, MONAI HD95), which stands in for the official code;
+  dilation per lesion, scipy labelling, the HD95 of DeepMind's surface-distance), which stands in
+  for the official code;
 - 26-connected labelling of the region masks and of their dilations by `cc3d` and by
   `scipy.ndimage.label`;
 and reports seconds per case, the ratios, and the largest difference between the two results.
@@ -45,7 +46,7 @@ def timed(fn):
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore", category=FutureWarning)  # MONAI deprecations inside the reference
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # surface-distance's scipy namespaces
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", default=str(REALDATA))
     parser.add_argument("--pred", default=None, help="score these <case_id>.nii.gz instead of perturbations")

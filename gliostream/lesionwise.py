@@ -13,9 +13,8 @@ The rules of the official evaluation (rachitsaluja/BraTS-2023-Metrics):
 - per case: Dice = sum of lesion Dice / (lesions + false positives), HD95 likewise with 374 per
   false positive; nothing to count gives Dice 1 and HD95 0.
 
-Two details differ from the official code, both stated: lesion size is counted in voxels (the
-official code compares mm^3, the same at BraTS's 1 mm), and HD95 is the border-voxel definition
-of `metrics.hd95` (MONAI's and the BraTS legacy one) rather than DeepMind's surfel-weighted one.
+HD95 is the official code's own (DeepMind's surface elements, `metrics.hd95`). One detail differs,
+stated: lesion size is counted in voxels (the official code compares mm^3, the same at BraTS's 1 mm).
 
 Connected components come from `cc3d` (connected-components-3d): 7.3x faster than
 `scipy.ndimage.label` on BraTS masks (bench/lesions.py). All work happens in the bounding box of

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from gliostream.errors import CheckpointError, ConfigError, StoreError
+from gliostream.errors import CheckpointError, ConfigError, OptionConflict, StoreError
 from gliostream.inference import InferenceConfig, gaussian_weights, sliding_window_probabilities
 from gliostream.metrics import EMPTY_HD95, dice, hd95, region_metrics
 from gliostream.pipeline.discovery import discover_cases
@@ -70,17 +70,25 @@ def blobs(seed, shape=(32, 28, 24), threshold=0.6):
     return smooth > np.quantile(smooth, threshold)
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_dice_and_hd95_agree_with_monai():
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_dice_agrees_with_monai_and_hd95_with_the_official_brats_code():
+    """Dice is MONAI's; HD95 is the official BraTS 2023 code's (DeepMind's surface-distance), which
+    differs from MONAI's border-voxel HD95 on these masks: a test of the definition, not a tolerance."""
     monai = pytest.importorskip("monai.metrics")
+    import surface_distance
+
+    differs = 0
     for seed in range(6):
         p, r = blobs(seed), blobs(seed + 100, threshold=0.55 + 0.05 * (seed % 3))
         spacing = (1.0, 1.5, 2.0) if seed % 2 else (1.0, 1.0, 1.0)
         as_tensor = lambda m: torch.from_numpy(m[None, None].astype(np.float32))
         monai_dice = monai.DiceMetric(include_background=True)(as_tensor(p), as_tensor(r)).item()
         monai_hd = monai.HausdorffDistanceMetric(percentile=95)(as_tensor(p), as_tensor(r), spacing=spacing).item()
+        official = surface_distance.compute_robust_hausdorff(surface_distance.compute_surface_distances(r, p, spacing), 95)
         assert dice(p, r) == pytest.approx(monai_dice, abs=1e-6)
-        assert hd95(p, r, spacing) == pytest.approx(monai_hd, abs=1e-4)
+        assert hd95(p, r, spacing) == pytest.approx(official, abs=1e-9)
+        differs += abs(official - monai_hd) > 0.1
+    assert differs >= 3  # the two definitions really are different on most of these pairs
 
 
 def test_sliding_window_matches_monai():
@@ -236,8 +244,9 @@ def test_checkpoints_of_brats_0_1_still_score_but_do_not_resume(tiny_store, tmp_
         run_training(TrainConfig(store=str(tiny_store)), resume=tmp_path / "old.pt")
 
 
-def test_lesion_wise_columns_follow_the_legacy_ones(tmp_path):
-    from gliostream.scoring.report import COLUMNS, LEGACY_COLUMNS, LESION_COLUMNS
+def test_lesion_wise_and_official_columns_follow_the_legacy_ones(tmp_path):
+    from gliostream.official import official_columns
+    from gliostream.scoring.report import LEGACY_COLUMNS, LESION_COLUMNS
 
     mods, seg = brain_arrays()  # WT 800 voxels, TC 144, ET 136: each one counted lesion
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -251,7 +260,7 @@ def test_lesion_wise_columns_follow_the_legacy_ones(tmp_path):
         nib.save(nib.Nifti1Image(labels, affine), pred / f"{case_id}.nii.gz")
     run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "s.csv")), progress=False)
     table = pd.read_csv(tmp_path / "s.csv").set_index("case_id")
-    assert list(table.columns) == COLUMNS[1:] and COLUMNS == LEGACY_COLUMNS + LESION_COLUMNS
+    assert list(table.columns) == (LEGACY_COLUMNS + LESION_COLUMNS + official_columns("gli"))[1:]
     c1, c2, c3 = table.loc["c1"], table.loc["c2"], table.loc["c3"]
     assert [c1[f"lw_{m}_{r}"] for m in ("dice", "hd95", "tp", "fn", "fp") for r in ("wt", "tc", "et")] == \
         [1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -259,11 +268,28 @@ def test_lesion_wise_columns_follow_the_legacy_ones(tmp_path):
     assert (c3.lw_dice_wt, c3.lw_hd95_wt, c3.lw_fp_wt, c3.lw_dice_tc) == (0.5, 187, 1, 1)
     assert c3.dice_wt == pytest.approx(2 * 800 / 1601)  # the legacy Dice barely sees it
     assert table.loc["Mean", "lw_dice_et"] == pytest.approx(2 / 3) and table.loc["Mean", "lw_fp_wt"] == pytest.approx(1 / 3)
+    # The official evaluation: the missed ET is a false negative with global Dice 0 and HD95 373; the
+    # far voxel an unmatched instance of WT and SNFH that the global Dice barely sees; no RC anywhere: NaN.
+    assert (c2.all_instance_fn_et, c2.global_dsc_et, c2.global_hd95_et, c2.lesionwise_dsc_mean_et) == (1, 0, 373, 0)
+    assert (c2.all_instance_f1_et, c2.global_dsc_tc, c2.all_instance_tp_tc) == (0, 1, 1)
+    assert (c3.all_instance_fp_wt, c3.all_instance_fp_snfh, c3.all_instance_prec_wt, c3.lesionwise_dsc_mean_wt) == \
+        (1, 1, 0.5, 1)
+    assert c3.global_dsc_wt == pytest.approx(2 * 800 / 1601)
+    assert c1[[c for c in table.columns if c.endswith("_rc") and "instance" not in c]].isna().all()
+    assert (c1.all_instance_tp_rc, c1.all_instance_fp_rc, c1.all_instance_fn_rc) == (0, 0, 0)
+    only_legacy = run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "l.csv"),
+                                          metrics="official"), progress=False)
+    assert list(only_legacy.table.columns) == LEGACY_COLUMNS + official_columns("gli")
     met = run_scoring(ScoreConfig(pred=str(pred), raw=str(tmp_path / "raw"), out=str(tmp_path / "m.csv"),
                                   challenge="MET"), progress=False)
     assert met.table.set_index("case_id").loc["c3", "lw_fp_wt"] == 1
     with pytest.raises(ConfigError, match="unknown challenge 'XYZ'"):
         ScoreConfig(challenge="XYZ")
+    with pytest.raises(OptionConflict, match="unknown --metrics lesionwise"):
+        ScoreConfig(pred="p", metrics="legacy,lesionwise")
+    with pytest.raises(OptionConflict, match="no PED evaluation on the stored labels"):
+        ScoreConfig(pred="p", challenge="PED", metrics="official")
+    assert ScoreConfig(pred="p", challenge="PED").metrics == ("legacy", "lesionwise-2023")
 
 
 def test_figures_and_the_worst_cases(tiny_store, tmp_path):

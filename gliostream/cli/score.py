@@ -32,6 +32,11 @@ from .common import Interrupted, line, progress_option, reports_errors
               default=ScoreConfig.challenge, show_default=True,
               help="Lesion-wise rules of this BraTS 2023 challenge: GLI, SSA, PED dilate the reference 3 times "
                    "and ignore lesions of at most 50 voxels; MEN dilates once; MET dilates once, limit 2.")
+@click.option("--metrics", default=None, metavar="LIST",
+              help="Metric families, comma-separated: legacy (BraTS 2018-2021 whole volume, always included), "
+                   "lesionwise-2023 (the BraTS 2023 rules), official (BraTS-evaluation since 2024: global and "
+                   "matched-lesion Dice, NSD, HD95 and lesion counts per label group).  [default: all the "
+                   "--challenge has]")
 @click.option("--figures", type=click.Path(file_okay=False), default=None,
               help="Write one PNG per scored case here: FLAIR and T1ce in three views, reference and prediction outlined.")
 @click.option("--device", default=ScoreConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -42,7 +47,8 @@ from .common import Interrupted, line, progress_option, reports_errors
 def score(progress: bool, **options: object) -> None:
     """Predict whole volumes by sliding window and score each region (WT, TC, ET): legacy
     whole-volume Dice, HD95, sensitivity, specificity and volumes (BraTS 2018-2021 rules), and
-    lesion-wise Dice and HD95 with lesion counts (the BraTS 2023+ ranking rules, --challenge).
+    lesion-wise Dice and HD95 with lesion counts (the BraTS 2023 ranking rules, --challenge), and
+    the official evaluation since 2024 (BraTS-evaluation's columns, --metrics).
 
     \b
     brats score --ckpt best.pt                  validation cases of the checkpoint's store

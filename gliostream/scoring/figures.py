@@ -132,32 +132,39 @@ def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarr
     return path
 
 
-FAMILIES = (("", "legacy (whole volume)", "#4c78a8"), ("lw_", "lesion-wise", "#f58518"))
+FAMILIES = (("legacy (whole volume)", "#4c78a8", "dice_{}", "hd95_{}"),
+            ("lesion-wise 2023", "#f58518", "lw_dice_{}", "lw_hd95_{}"),
+            ("official, global (BraTS-evaluation)", "#54a24b", "global_dsc_{}", "global_hd95_{}"))
+"""Each metric family of the plot: its name, colour, and its Dice and HD95 columns per region."""
 
 
 def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | None = None) -> None:
-    """Dice and HD95 of each region, legacy and lesion-wise side by side: boxes, the cases as
-    points and the mean written above each box; `model` (the checkpoints) named in the title."""
+    """Dice and HD95 of each region, each metric family in the table side by side: boxes, the cases
+    as points and the mean written above each box; `model` (the checkpoints) named in the title."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
+    families = [f for f in FAMILIES if f[2].format("wt") in cases.columns]
+    width = 0.8 / len(families)
+    offsets = [(i - (len(families) - 1) / 2) * width for i in range(len(families))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes, ("dice", "hd95"), strict=True):
-        for offset, (prefix, _, colour) in zip((-0.18, 0.18), FAMILIES, strict=True):
-            data = [cases[f"{prefix}{metric}_{r}"].astype(float).to_numpy() for r in REGIONS]
+        for offset, (_, colour, dice_column, hd95_column) in zip(offsets, families, strict=True):
+            column = dice_column if metric == "dice" else hd95_column
+            data = [cases[column.format(r)].astype(float).dropna().to_numpy() for r in REGIONS]  # NaN: empty pairs
             positions = [i + offset for i in range(len(REGIONS))]
-            boxes = ax.boxplot(data, positions=positions, widths=0.3, patch_artist=True, showfliers=False,
+            boxes = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=False,
                                medianprops={"color": "black"})
             for patch in boxes["boxes"]:
                 patch.set(facecolor=colour, alpha=0.45, edgecolor=colour)
             for x, values in zip(positions, data, strict=True):
-                ax.scatter(x + rng.uniform(-0.06, 0.06, values.size), values, s=9, color=colour, zorder=3,
+                ax.scatter(x + rng.uniform(-width / 5, width / 5, values.size), values, s=9, color=colour, zorder=3,
                            edgecolors="none")
                 mean = float(np.mean(values)) if values.size else float("nan")
                 text = f"{mean:.3f}" if metric == "dice" else f"{mean:.1f}"
                 ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
-                            fontsize=8, color=colour)
+                            fontsize=7 if len(families) > 2 else 8, color=colour)
         ax.set_xticks(range(len(REGIONS)), [f"{r.upper()}\n{REGION_NAMES[r]}" for r in REGIONS])
         ax.grid(axis="y", alpha=0.3)
         if metric == "dice":
@@ -171,8 +178,8 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | No
             ax.annotate("374: a missed lesion or a false positive", (0.98, 374.0), xycoords=("axes fraction", "data"),
                         xytext=(0, 3), textcoords="offset points", ha="right", va="bottom", fontsize=8, color="grey")
         ax.set_title("Dice" if metric == "dice" else "95% Hausdorff distance", pad=16)
-    handles = [Patch(facecolor=c, alpha=0.6, label=f"{name}, mean above") for _, name, c in FAMILIES]
-    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    handles = [Patch(facecolor=c, alpha=0.6, label=f"{name}, mean above") for name, c, _, _ in families]
+    fig.legend(handles=handles, loc="lower center", ncol=len(families), frameon=False)
     source = f"model {model}" if model else "segmentations read from files"
     fig.suptitle(f"{source}: {len(cases)} case(s) scored; lesion-wise by the BraTS 2023 {challenge} rules",
                  fontsize=11)

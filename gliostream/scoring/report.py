@@ -1,7 +1,8 @@
 """The BraTS-layout score table: one row per case, then Mean, StdDev, Median, 25quantile, 75quantile.
 
 Columns: the legacy (whole-volume) Dice and HD95, the other legacy metrics, then the lesion-wise
-Dice, HD95 and lesion counts of the BraTS 2023 rules.
+Dice, HD95 and lesion counts of the BraTS 2023 rules, then the official evaluation's columns
+(BraTS-evaluation's names, group by group), each family when it was asked for.
 """
 
 from __future__ import annotations
@@ -9,25 +10,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..labels import REGIONS
 from ..lesionwise import LESION_METRICS
 from ..metrics import METRICS
+from ..official import CHALLENGE_CONFIGS, official_columns
 
 FIRST_COLUMNS = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
 LEGACY_COLUMNS = FIRST_COLUMNS + [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in REGIONS]
 LESION_COLUMNS = [f"{m}_{r}" for m in LESION_METRICS for r in REGIONS]
 COLUMNS = LEGACY_COLUMNS + LESION_COLUMNS
 SUMMARY_ROWS = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
+OFFICIAL_SUMMARY = ("global_dsc", "global_nsd", "global_hd95", "lesionwise_dsc_mean", "lesionwise_hd95_mean",
+                    "all_instance_f1")
 
 
-def score_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per-case rows (sorted by case id) followed by the summary statistics of every column."""
-    cases = pd.DataFrame(rows, columns=COLUMNS).sort_values("case_id", kind="stable").reset_index(drop=True)
-    values = cases[COLUMNS[1:]].astype(float)
-    stats = [values.mean(), values.std(ddof=0), values.median(), values.quantile(0.25), values.quantile(0.75)]
-    summary = pd.DataFrame(stats, columns=COLUMNS[1:])
+def table_columns(metrics: tuple[str, ...] | None = None, challenge: str = "GLI") -> list[str]:
+    """The report's columns for these metric families (`scoring.settings.METRIC_FAMILIES`)."""
+    metrics = metrics or ("legacy", "lesionwise-2023")
+    columns = list(LEGACY_COLUMNS)
+    if "lesionwise-2023" in metrics:
+        columns += LESION_COLUMNS
+    if "official" in metrics:
+        columns += official_columns(CHALLENGE_CONFIGS[challenge])
+    return columns
+
+
+def score_table(rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> pd.DataFrame:
+    """Per-case rows (sorted by case id) followed by the summary statistics of every column; NaN
+    (the official evaluation's empty pairs) is left out of them, as the official parser does."""
+    cases = pd.DataFrame(rows, columns=columns).sort_values("case_id", kind="stable").reset_index(drop=True)
+    values = cases[columns[1:]].astype(float)
+    with np.errstate(invalid="ignore"):  # the official lesion-wise HD95 of a case without a match is inf
+        stats = [values.mean(), values.std(ddof=0), values.median(), values.quantile(0.25), values.quantile(0.75)]
+    summary = pd.DataFrame(stats, columns=columns[1:])
     summary.insert(0, "case_id", SUMMARY_ROWS)
     return pd.concat([cases, summary], ignore_index=True)
 
@@ -49,8 +67,16 @@ def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:
     blocks = []
     for title, prefix in (("legacy (whole volume)", ""), (f"lesion-wise (BraTS 2023 {challenge} rules)", "lw_")):
         columns = [f"{prefix}{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
+        if columns[0] not in summary:
+            continue
         block = summary[columns].rename(columns=lambda c: c.removeprefix("lw_"))
         blocks.append(f"{title}\n{block.to_string(float_format=lambda v: f'{v:.4f}')}")
+    groups = [c.removeprefix("global_dsc_") for c in summary.columns if c.startswith("global_dsc_")]
+    if groups:
+        means = pd.DataFrame([[summary.at["Mean", f"{m}_{g}"] for m in OFFICIAL_SUMMARY] for g in groups],
+                             index=groups, columns=list(OFFICIAL_SUMMARY))
+        title = f"official (BraTS-evaluation, {CHALLENGE_CONFIGS.get(challenge, challenge)} groups), mean over cases"
+        blocks.append(f"{title}\n{means.to_string(float_format=lambda v: f'{v:.4f}')}")
     return "\n\n".join(blocks)
 
 

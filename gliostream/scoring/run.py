@@ -24,13 +24,14 @@ from ..geometry import crop_slices, uncrop
 from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
+from ..official import CHALLENGE_CONFIGS, official_metrics
 from ..store.stale import warn_stale
 from ..trainer.checkpoint import Checkpoint
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
 from .exports import read_prediction, save_prediction
 from .figures import case_figure, plot_scores
 from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
-from .report import case_rows, score_table, worst_cases, write_table
+from .report import case_rows, score_table, table_columns, worst_cases, write_table
 from .settings import ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -150,14 +151,18 @@ def _reference_only(case: ScoreCase | BratsError) -> ScoreCase | BratsError:
 
 def _score_case(case: ScoreCase, prediction: np.ndarray, reference: np.ndarray, cropped: bool,
                 config: ScoreConfig) -> dict[str, Any]:
-    """Legacy and lesion-wise metrics of one case. Lesion-wise ones see the whole raw grid, so
-    that the reference's dilation is never cut by the crop."""
+    """The metric families of `config.metrics` for one case. Lesion-wise and official ones see the
+    whole raw grid, so that neither the reference's dilation nor a border is cut by the crop."""
     total = int(np.prod(case.original_shape)) if cropped else None
     row = {"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)}
-    if cropped:
+    assert config.metrics is not None
+    if cropped and len(config.metrics) > 1:
         prediction = uncrop(prediction, case.crop_box, case.original_shape)
         reference = uncrop(reference, case.crop_box, case.original_shape)
-    row.update(lesionwise_metrics(prediction, reference, case.spacing, CHALLENGES[config.challenge]))
+    if "lesionwise-2023" in config.metrics:
+        row.update(lesionwise_metrics(prediction, reference, case.spacing, CHALLENGES[config.challenge]))
+    if "official" in config.metrics:
+        row.update(official_metrics(prediction, reference, case.spacing, CHALLENGE_CONFIGS[config.challenge]))
     return row
 
 
@@ -244,7 +249,7 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
                 case.affine, case.spacing, rows[-1])
         fault_point("score:case")
     exported = len(rows) + len(predicted_only) if config.save_predictions else 0
-    table = score_table(rows)
+    table = score_table(rows, table_columns(config.metrics, config.challenge))
     if not rows:  # predictions only: an empty table would read as a result
         return ScoreResult(table, None, None, 0, predicted_only, exported, bool(members), skipped=skipped)
     plot = out.with_suffix(".png")

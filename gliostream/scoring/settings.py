@@ -10,6 +10,26 @@ from ..device_names import check_device_name
 from ..errors import ConfigError, OptionConflict
 from ..inference_config import InferenceConfig, check_overlap
 from ..lesionwise import CHALLENGES
+from ..official import CHALLENGE_CONFIGS
+
+METRIC_FAMILIES = ("legacy", "lesionwise-2023", "official")
+"""What `brats score --metrics` may list: the BraTS 2018-2021 whole-volume metrics, the BraTS 2023
+lesion-wise ones, and the official evaluation since 2024 (BraTS-evaluation)."""
+
+
+def metric_families(given: str | tuple[str, ...] | None, challenge: str) -> tuple[str, ...]:
+    """The families to compute, in report order: legacy always (the report's first columns, worst
+    cases and plot are its Dice), then those given; by default every family the challenge has."""
+    if given is None:
+        return tuple(f for f in METRIC_FAMILIES if f != "official" or challenge in CHALLENGE_CONFIGS)
+    names = [n.strip().lower() for n in (given.split(",") if isinstance(given, str) else given) if n.strip()]
+    unknown = sorted(set(names) - set(METRIC_FAMILIES))
+    if unknown:
+        raise OptionConflict(f"unknown --metrics {', '.join(unknown)}; choose from {', '.join(METRIC_FAMILIES)}")
+    if "official" in names and challenge not in CHALLENGE_CONFIGS:
+        raise OptionConflict(f"--metrics official has no {challenge} evaluation on the stored labels yet (its config "
+                             f"reads the 2024+ {challenge} labels); use --metrics legacy,lesionwise-2023")
+    return tuple(f for f in METRIC_FAMILIES if f == "legacy" or f in names)
 
 
 @dataclass(frozen=True)
@@ -38,12 +58,15 @@ class ScoreConfig:
     postprocess: bool = True  # the checkpoints' postprocessing: small components removed, small ET relabelled
     challenge: str = "GLI"  # the lesion-wise rules: GLI, SSA, PED (dilation 3), MEN, MET (dilation 1)
     figures: str | None = None  # a folder for one PNG per scored case
+    metrics: tuple[str, ...] | None = None  # METRIC_FAMILIES (a comma-separated string too); default: all the challenge has
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):  # one checkpoint given as a path
             object.__setattr__(self, "ckpt", (str(self.ckpt),))
+        object.__setattr__(self, "challenge", self.challenge.upper())
         if self.challenge not in CHALLENGES:
             raise ConfigError(f"unknown challenge {self.challenge!r}; choose one of {', '.join(CHALLENGES)}")
+        object.__setattr__(self, "metrics", metric_families(self.metrics, self.challenge))
         if bool(self.ckpt) == bool(self.pred):
             raise OptionConflict("give --ckpt to predict with a model, or --pred DIR to score existing segmentations"
                               if not self.ckpt else "give either --ckpt or --pred, not both")
