@@ -79,7 +79,7 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
         for axes in mirrorings:
             with autocast:
                 logits = model(batch.flip(axes) if axes else batch)
-            p = region_probabilities(logits)
+            p = region_probabilities(logits, len(config.region_specs))
             p = p.flip(axes) if axes else p
             probs = p if probs is None else probs + p
         assert probs is not None
@@ -120,5 +120,6 @@ def predict_labels(models: nn.Module | Sequence[nn.Module], image: torch.Tensor,
                    device: torch.device | str, postprocessing: Postprocessing = Postprocessing()) -> torch.Tensor:
     """Store labels (x, y, z) uint8 on CPU: nested decoding of the (ensemble's) region probabilities,
     then the postprocessing (none by default)."""
-    labels = decode_regions(predict_probabilities(models, image, config, device)).cpu()
-    return torch.from_numpy(postprocessing.apply(labels.numpy()))
+    regions = config.region_specs
+    labels = decode_regions(predict_probabilities(models, image, config, device), regions).cpu()
+    return torch.from_numpy(postprocessing.apply(labels.numpy(), regions))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .labels import Region
+from .tasks import regions_of
 
 
 def check_overlap(overlap: float) -> None:
@@ -22,8 +24,15 @@ class InferenceConfig:
     tta: bool = False  # average over the 8 mirrorings of the three axes
     amp: bool = True  # autocast on CUDA (ignored on CPU)
     downsample: int = 1  # the model works at 1/downsample resolution
+    task: str = "GLI"  # the task and regions the model predicts (its TrainConfig's): how outputs decode
+    regions: tuple[str, ...] = ()  # () : WT, TC, ET (checkpoints of brats <= 0.4)
+
+    @property
+    def region_specs(self) -> tuple[Region, ...]:
+        return regions_of(self.task, self.regions)
 
     def __post_init__(self) -> None:
         check_overlap(self.overlap)
+        regions_of(self.task, self.regions)  # ConfigError for an unknown task or region
         if self.batch_windows < 1:
             raise ConfigError(f"batch-windows must be at least 1, not {self.batch_windows}")

@@ -30,7 +30,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from .labels import REGIONS
+from .labels import LEGACY_REGIONS, Region
 from .metrics import dice, hd95, region_mask
 
 LESION_HD95_PENALTY = 374.0
@@ -135,16 +135,18 @@ def lesion_scores(prediction: np.ndarray, reference: np.ndarray, spacing: Sequen
 
 
 def lesionwise_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                       rules: LesionRules = CHALLENGES["GLI"]) -> dict[str, float]:
-    """Lesion-wise metrics of WT, TC and ET between two store-label volumes, keyed `lw_<metric>_<region>`.
+                       rules: LesionRules = CHALLENGES["GLI"], regions: tuple[Region, ...] = LEGACY_REGIONS
+                       ) -> dict[str, float]:
+    """Lesion-wise metrics of each region between two store-label volumes, keyed `lw_<metric>_<region>`.
 
     Give whole volumes (the raw grid), not a crop: the dilation must not stop at a crop's edge.
     """
     out: dict[str, float] = {}
-    for region in REGIONS:
+    for region in regions:
         scores = lesion_scores(region_mask(prediction, region), region_mask(reference, region), spacing, rules)
-        out.update({f"lw_dice_{region}": scores.dice, f"lw_hd95_{region}": scores.hd95,
-                    f"lw_tp_{region}": scores.tp, f"lw_fn_{region}": scores.fn, f"lw_fp_{region}": scores.fp})
+        name = region.name
+        out.update({f"lw_dice_{name}": scores.dice, f"lw_hd95_{name}": scores.hd95,
+                    f"lw_tp_{name}": scores.tp, f"lw_fn_{name}": scores.fn, f"lw_fp_{name}": scores.fp})
     return out
 
 

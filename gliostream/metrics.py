@@ -15,16 +15,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .labels import REGIONS
+from .labels import LEGACY_REGIONS, REGIONS, Region
 from .surface import robust_hausdorff, surfel_distances
 
 EMPTY_HD95 = 373.13
 METRICS = ("dice", "hd95", "sens", "spec", "ref_vol", "pred_vol")
 
 
-def region_mask(label: np.ndarray, region: str) -> np.ndarray:
-    """Boolean mask of a region in a store-label volume."""
-    return np.isin(label, REGIONS[region])
+def region_mask(label: np.ndarray, region: Region | str) -> np.ndarray:
+    """Boolean mask of a region (or a WT/TC/ET name) in a store-label volume."""
+    return np.isin(label, region.labels if isinstance(region, Region) else REGIONS[region])
 
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
@@ -49,16 +49,17 @@ def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]
 
 
 def region_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                   total_voxels: int | None = None) -> dict[str, float]:
+                   total_voxels: int | None = None, regions: tuple[Region, ...] = LEGACY_REGIONS) -> dict[str, float]:
     """Every metric of every region, keyed `<metric>_<region>` (volumes in mm^3).
 
     `total_voxels` is the size of the original volume when the arrays are a crop of it.
     """
     total = int(total_voxels if total_voxels is not None else prediction.size)
     voxel_mm3 = float(np.prod(spacing))
+    by_name = {r.name: r for r in regions}
     out: dict[str, float] = {}
-    for region in REGIONS:
-        p, r = region_mask(prediction, region), region_mask(reference, region)
+    for region in (r.name for r in regions):
+        p, r = region_mask(prediction, by_name[region]), region_mask(reference, by_name[region])
         tp = int(np.logical_and(p, r).sum())
         n_p, n_r = int(p.sum()), int(r.sum())
         fp = n_p - tp
@@ -72,6 +73,7 @@ def region_metrics(prediction: np.ndarray, reference: np.ndarray, spacing: Seque
     return out
 
 
-def region_dice(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Dice of WT, TC and ET between two store-label volumes (validation during training)."""
-    return {r: dice(region_mask(prediction, r), region_mask(reference, r)) for r in REGIONS}
+def region_dice(prediction: np.ndarray, reference: np.ndarray,
+                regions: tuple[Region, ...] = LEGACY_REGIONS) -> dict[str, float]:
+    """Dice of each region between two store-label volumes (validation during training)."""
+    return {r.name: dice(region_mask(prediction, r), region_mask(reference, r)) for r in regions}

@@ -39,11 +39,6 @@ GROUPS: dict[str, dict[str, tuple[int, ...]]] = {
 }
 """The label groups of each bundled config of BraTS-evaluation (`configs/config_<name>.yaml`), in its order."""
 
-CHALLENGE_CONFIGS: dict[str, str] = {"GLI": "gli", "SSA": "gli", "MEN": "MenPre", "MET": "mets"}
-"""The config the official evaluation of each `--challenge` uses on the stored labels (the 2023+
-glioma labels: 1 necrosis / NETC, 2 edema / SNFH, 3 ET; Africa's SSA is scored as glioma). PED's
-config reads the 2024+ paediatric labels, which the store does not hold yet."""
-
 MEASURES = ("all_instance_tp", "all_instance_fp", "all_instance_fn", "all_instance_prec", "all_instance_rec",
             "all_instance_f1", "global_dsc", "global_nsd", "global_hd95", "lesionwise_dsc_mean", "lesionwise_dsc_std",
             "lesionwise_nsd_mean", "lesionwise_nsd_std", "lesionwise_hd95_mean", "lesionwise_hd95_std")

@@ -56,7 +56,7 @@ def test_locations_cover_regions_and_are_deterministic():
     label[10:12, 10:12, 10:12] = 3
     cfg = PreprocessConfig(locations_per_region=1000, min_location_fraction=0.05)
     locs, voxels = sample_locations(label, cfg, seed=3)
-    assert voxels == {"wt": 27000, "tc": 8, "et": 8}
+    assert voxels == {"wt": 27000, "tc": 8, "et": 8, "rc": 0}  # GLI's regions: no resection cavity here
     assert len(locs["wt"]) == 1350  # 5% of 27,000 beats the cap of 1,000
     assert len(locs["et"]) == 8 and locs["et"].dtype == np.uint16
     for region, labels in {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)}.items():
@@ -77,7 +77,7 @@ def test_preprocess_crops_and_undoes_crop(tmp_path):
     restored = uncrop(pre.label, pre.crop_box, pre.original_shape)
     np.testing.assert_array_equal(restored, remap_labels(seg, BRATS_2021))
     assert pre.voxel_counts["et"] == int((seg == 4).sum())
-    assert set(pre.locations) == {"wt", "tc", "et"}
+    assert set(pre.locations) == {"wt", "tc", "et", "rc"}
 
 
 def test_modality_without_contrast_is_rejected(tmp_path):

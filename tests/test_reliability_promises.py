@@ -354,7 +354,7 @@ BAD_SETTINGS = {
     'batch-dice = "no"': 'batch-dice = "no"',
     'amp = "yes"': 'amp = "yes"',
     "epochs = 1.5": "epochs = 1.5",
-    "tumour-regions = []": "[stream]\ntumour-regions = []",
+    'tumour-regions = ["wt", "wt"]': '[stream]\ntumour-regions = ["wt", "wt"]',
     'tumour-regions = ["xx"]': '[stream]\ntumour-regions = ["xx"]',
     "flip-prob = 2": "[augment]\nflip-prob = 2",
     'flip-prob = "x"': '[augment]\nflip-prob = "x"',

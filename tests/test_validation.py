@@ -147,13 +147,39 @@ def test_nan_and_inf_voxels(tmp_path):
     assert err.file.endswith("c_t1ce.nii.gz") and "2 voxels are NaN or infinite" in err.problem
 
 
-@pytest.mark.parametrize("naming,bad", [("2021", 3), ("2023", 4), ("2021", 7)])
+@pytest.mark.parametrize("naming,bad", [("2021", 3), ("2023", 5), ("2021", 7)])
 def test_unknown_labels(tmp_path, naming, bad):
     mods, seg = brain_arrays()
     seg = np.where(seg == 4, 3 if naming == "2023" else 4, seg).astype(np.uint8)
     seg[1, 1, 1] = bad
     err = case_problem(tmp_path, mods, seg, naming)
     assert "seg.nii.gz" in err.file and f"unknown label value(s) [{bad}]" in err.problem
+    assert f"the GLI task in BraTS {naming} naming allows" in err.problem
+
+
+def test_each_task_reads_its_own_labels(tmp_path):
+    """2023+ glioma's 4 is a resection cavity (2021's 4 is ET); paediatric labels go up to 4, the
+    radiotherapy task has one label; 2018-2021 files are glioma's only."""
+    from gliostream.pipeline.naming import BRATS_2021, BRATS_2023
+    from gliostream.pipeline.preprocess import remap_labels
+    from gliostream.tasks import TASKS
+
+    seg = np.array([0, 1, 2, 3, 4], np.uint8)
+    assert remap_labels(seg, BRATS_2023, TASKS["GLI"]).tolist() == [0, 1, 2, 3, 4]  # kept: no lossy remap
+    assert remap_labels(np.array([0, 1, 2, 4], np.uint8), BRATS_2021, TASKS["GLI"]).tolist() == [0, 1, 2, 3]
+    assert BRATS_2023.labels(TASKS["PED"]) == (0, 1, 2, 3, 4) and BRATS_2023.labels(TASKS["MEN-RT"]) == (0, 1)
+    assert BRATS_2023.labels(TASKS["MEN"]) == (0, 1, 2, 3)
+    mods, _ = brain_arrays()
+    gtv = np.zeros(mods[0].shape, np.uint8)
+    gtv[8:12, 8:12, 8:12] = 2
+    folder = write_case(tmp_path / "rt", "BraTS-MEN-RT-0001-1", mods, gtv, "2023")
+    (case,) = discover_cases(folder)
+    with pytest.raises(InvalidCaseError, match=r"unknown label value\(s\) \[2\]; the MEN-RT task .* allows \[0, 1\]"):
+        load_case(case, task=TASKS["MEN-RT"])
+    folder = write_case(tmp_path / "old", "BraTS2021_00001", mods, gtv, "2021")
+    (case,) = discover_cases(folder)
+    with pytest.raises(InvalidCaseError, match="ingest it with --task GLI"):
+        load_case(case, task=TASKS["PED"])
 
 
 def test_negative_and_fractional_labels(tmp_path):

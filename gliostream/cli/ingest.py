@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..tasks import TASKS
 from .common import Interrupted, line, progress_option, quiet_dask, reports_errors
 
 
@@ -18,11 +19,14 @@ from .common import Interrupted, line, progress_option, quiet_dask, reports_erro
               help="Local Dask worker processes (default: one per core; 0: no Dask, in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Existing Dask scheduler (tcp://host:8786) or its scheduler file; workers must see RAW and --out.")
+@click.option("--task", type=click.Choice(list(TASKS), case_sensitive=False), default=None,
+              help="BraTS task of the cases, which decides the labels a seg may hold: GLI (2018-2021, 2023 and "
+                   "2024+ post-treatment glioma), MET, PED, MEN, MEN-RT, SSA, GOAT.  [default: the store's, else GLI]")
 @click.option("--redo-damaged", is_flag=True,
               help="Also check every stored case as `brats verify` does, and rewrite the damaged ones from RAW.")
 @progress_option
 @reports_errors
-def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, redo_damaged: bool,
+def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, task: str | None, redo_damaged: bool,
            progress: bool) -> None:
     """Validate, crop, normalise and store every new or changed case under RAW.
 
@@ -36,12 +40,15 @@ def ingest(raw: str, store: str, workers: int | None, scheduler: str | None, red
     (see ingest_report.csv in the store); 2 bad command line; 3 fatal error
     (raw folder empty, store incompatible or not writable, scheduler unreachable).
     """
+    from ..pipeline.config import IngestConfig
     from ..pipeline.ingest import run_ingest
+    from ..store.reader import existing_store_task
 
     quiet_dask()
+    config = IngestConfig(task=task or existing_store_task(store) or "GLI")
     logging.getLogger("gliostream.pipeline.ingest.progress").setLevel(logging.INFO)  # shown off a terminal
     try:
-        summary = run_ingest(raw, store, workers=workers, scheduler=scheduler, progress=progress,
+        summary = run_ingest(raw, store, config, workers=workers, scheduler=scheduler, progress=progress,
                              redo_damaged=redo_damaged)
     except KeyboardInterrupt:
         raise Interrupted(f"the cases finished so far are in {store} (a case cut short is never kept); "

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..scoring.settings import PredictConfig
+from ..tasks import TASKS
 from .common import Interrupted, line, progress_option, reports_errors
 
 
@@ -26,6 +27,8 @@ from .common import Interrupted, line, progress_option, reports_errors
 @click.option("--overwrite", is_flag=True,
               help="Predict every case again, also replacing segmentations in OUT made by another model or options.")
 @click.option("--device", default=PredictConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--task", type=click.Choice(list(TASKS), case_sensitive=False), default=None,
+              help="BraTS task of the cases, checked against the checkpoint's (which decides the labels written).")
 @progress_option
 @reports_errors
 def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:

@@ -8,6 +8,7 @@ import click
 
 from ..lesionwise import CHALLENGES
 from ..scoring.settings import ScoreConfig
+from ..tasks import TASKS
 from .common import Interrupted, line, progress_option, reports_errors
 
 
@@ -28,10 +29,13 @@ from .common import Interrupted, line, progress_option, reports_errors
 @click.option("--postprocess/--no-postprocess", default=ScoreConfig.postprocess, show_default=True,
               help="Apply the checkpoint's postprocessing: remove predicted components below its sizes (never a "
                    "region's largest inside each tumour), relabel a small enhancing tumour as necrosis if it does.")
-@click.option("--challenge", type=click.Choice(list(CHALLENGES), case_sensitive=False),
-              default=ScoreConfig.challenge, show_default=True,
+@click.option("--task", type=click.Choice(list(TASKS), case_sensitive=False), default=None,
+              help="BraTS task of the cases: its labels, regions and official label groups.  [default: the "
+                   "checkpoint's, else the store's, else GLI]")
+@click.option("--challenge", type=click.Choice(list(CHALLENGES), case_sensitive=False), default=None,
               help="Lesion-wise rules of this BraTS 2023 challenge: GLI, SSA, PED dilate the reference 3 times "
-                   "and ignore lesions of at most 50 voxels; MEN dilates once; MET dilates once, limit 2.")
+                   "and ignore lesions of at most 50 voxels; MEN dilates once; MET dilates once, limit 2.  "
+                   "[default: the task's]")
 @click.option("--metrics", default=None, metavar="LIST",
               help="Metric families, comma-separated: legacy (BraTS 2018-2021 whole volume, always included), "
                    "lesionwise-2023 (the BraTS 2023 rules), official (BraTS-evaluation since 2024: global and "
@@ -77,7 +81,7 @@ def score(progress: bool, **options: object) -> None:
     for skipped in result.skipped:
         click.echo(line(f"skipped: {skipped}"), err=True)
     if result.scored:
-        click.echo(summary_text(result.table, result.challenge))
+        click.echo(summary_text(result.table, result.challenge, result.evaluation))
         click.echo(result.worst_text())
     click.echo(result.line())
     sys.exit(result.exit_code)

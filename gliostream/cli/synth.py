@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..tasks import TASKS
 from .common import on_terminal, reports_errors
 
 
@@ -20,13 +21,17 @@ def _parse_shape(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--cases", default=8, show_default=True, type=click.IntRange(1), help="Number of cases.")
-@click.option("--naming", type=click.Choice(["2021", "2023"]), default="2021", show_default=True,
-              help="File naming and labels: 2021 (_t1ce, label 4) or 2023 (-t1c, label 3).")
+@click.option("--naming", type=click.Choice(["2021", "2023"]), default=None,
+              help="File naming and labels: 2021 (_t1ce, label 4) or 2023 (-t1c, label 3).  [default: 2021 for "
+                   "GLI, 2023 for the other tasks]")
+@click.option("--task", default="GLI", show_default=True, type=click.Choice(list(TASKS), case_sensitive=False),
+              help="Whose labels the segs hold: GLI (2023 naming: a resection cavity, 4, in every other case), MET "
+                   "(likewise), PED (a cyst, 3, in the core), MEN, MEN-RT (one label), SSA, GOAT.")
 @click.option("--shape", default="128,128,96", show_default=True, callback=_parse_shape,
               help="Volume size in voxels (x,y,z); the field of view stays 240 mm wide.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @reports_errors
-def synth(out: str, cases: int, naming: str, shape: tuple[int, int, int], seed: int) -> None:
+def synth(out: str, cases: int, naming: str | None, task: str, shape: tuple[int, int, int], seed: int) -> None:
     """Write CASES synthetic multi-modal cases in BraTS layout to OUT (one folder per case).
 
     \b
@@ -34,6 +39,7 @@ def synth(out: str, cases: int, naming: str, shape: tuple[int, int, int], seed: 
     """
     from ..synth import SynthConfig, synth_dataset
 
-    folders = synth_dataset(out, SynthConfig(cases=cases, shape=shape, naming=naming, seed=seed),
-                            progress=on_terminal())
-    click.echo(f"synth: wrote {len(folders)} cases ({naming} naming, {'x'.join(map(str, shape))}) to {out}")
+    naming = naming or ("2021" if task.upper() == "GLI" else "2023")
+    config = SynthConfig(cases=cases, shape=shape, naming=naming, seed=seed, task=task)
+    folders = synth_dataset(out, config, progress=on_terminal())
+    click.echo(f"synth: wrote {len(folders)} cases ({config.task}, {naming} naming, {'x'.join(map(str, shape))}) to {out}")

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ..errors import ConfigError
+from ..tasks import TASKS
 from ..trainer.config import LOSSES, TrainConfig, setting
 from .common import Interrupted, progress_option, reports_errors
 
@@ -88,17 +90,20 @@ def _triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 @click.option("--tensorboard/--no-tensorboard", default=None,
               help="Also log each epoch's figures to TensorBoard in --out/tensorboard (needs the tensorboard "
                    "package: pip install 'gliostream[tensorboard]').  [default: off]")
+@click.option("--task", "expected_task", type=click.Choice(list(TASKS), case_sensitive=False), default=None,
+              help="The BraTS task the store must hold (its labels and regions are the store's task's).")
 @click.option("--step-times", is_flag=True,
               help="Log where each micro-batch's time goes (data, augment, forward, backward, optimizer); "
                    "synchronises the device at each phase, so slightly slower.")
 @progress_option
 @reports_errors
 def train(config_file: str | None, resume: str | None, overwrite: bool, step_times: bool, tensorboard: bool | None,
-          progress: bool, **options: Any) -> None:
+          expected_task: str | None, progress: bool, **options: Any) -> None:
     """Train the 3D Res-UNet on the labelled cases of the store.
 
     Defaults are the reference design: 96^3 patches (half centred on tumour), encoder
-    32-64-128-256 and bottleneck 512, deep supervision, region Dice on WT/TC/ET, batch 4 x 8
+    32-64-128-256 and bottleneck 512, deep supervision, region Dice on the task's regions (WT/TC/ET,
+    and the resection cavity or cyst where the store's task and labels have them), batch 4 x 8
     accumulated steps, AdamW 1e-4, cosine schedule, 100 epochs. Keeps best.pt (by mean
     validation Dice) and last.pt (every epoch) in --out.
 
@@ -115,6 +120,12 @@ def train(config_file: str | None, resume: str | None, overwrite: bool, step_tim
     if tensorboard is not None:  # on or off over what the config file or the resumed run says
         others = tuple(t for t in config.trackers if t != "tensorboard")
         config = dataclasses.replace(config, trackers=others + (("tensorboard",) if tensorboard else ()))
+    if expected_task:
+        from ..store.reader import store_task
+
+        held = store_task(config.store)
+        if held != expected_task.upper():
+            raise ConfigError(f"{config.store}: holds {held} cases, not {expected_task.upper()} (--task)")
     try:
         result = run_training(config, resume=resume, progress=progress, overwrite=overwrite, step_times=step_times)
     except KeyboardInterrupt:

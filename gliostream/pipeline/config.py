@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..geometry import AFFINE_ATOL
+from ..tasks import task as task_named
 from .nifti import NiftiLimits
 from .preprocess import PreprocessConfig
 
@@ -21,6 +22,13 @@ class IngestConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     limits: NiftiLimits = field(default_factory=NiftiLimits)
     affine_atol: float = AFFINE_ATOL
+    task: str = "GLI"  # the BraTS task of the cases (`tasks.TASKS`): which labels a seg may hold
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", task_named(self.task).name)
 
     def store_params(self) -> dict[str, Any]:
-        return {"preprocess": asdict(self.preprocess), "affine_atol": self.affine_atol}
+        params: dict[str, Any] = {"preprocess": asdict(self.preprocess), "affine_atol": self.affine_atol}
+        if self.task != "GLI":  # a GLI store of brats <= 0.4 records no task: GLI is the default
+            params["task"] = self.task
+        return params

@@ -26,6 +26,7 @@ from ..store.schema import CaseRecord, SourceFile
 from ..store.stale import clear_stale, mark_stale, stale_cases
 from ..store.verify import verify_case
 from ..store.writer import create_or_check_store, recover_case, sweep_debris, write_case
+from ..tasks import TASKS
 from .cluster import dask_client
 from .config import IngestConfig
 from .discovery import RawCase, discover_cases
@@ -98,6 +99,7 @@ def _case_record(loaded: LoadedCase, pre: PreprocessedCase, fingerprint: str, pa
         voxels=pre.voxel_counts,
         ingested_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         brats_version=__version__,
+        task=loaded.task.name,
     )
 
 
@@ -151,7 +153,7 @@ def ingest_case(raw: RawCase, store: str, config: IngestConfig, force: bool = Fa
             if previous and not force and previous.fingerprint == fingerprint:
                 clear_stale(root, raw.case_id)
                 return result("unchanged")
-            loaded = decode_case(raw, sources)
+            loaded = decode_case(raw, sources, TASKS[config.task])
             pre = preprocess_case(loaded, config.preprocess)
             record = _case_record(loaded, pre, fingerprint, params_fp)
             write_case(root, raw.case_id, _case_arrays(pre), record)

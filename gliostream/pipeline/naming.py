@@ -1,8 +1,10 @@
-"""BraTS naming and label conventions (2018-2021 and 2023+), in one table."""
+"""BraTS file naming (2018-2021 and 2023+), in one table; the labels of each task are in `tasks.py`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..tasks import TASKS, Task, raw_labels, store_labels
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 """Channel order of every image in the store."""
@@ -10,36 +12,34 @@ MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 
 @dataclass(frozen=True)
 class Convention:
-    """How one BraTS edition names its files and labels its segmentations."""
+    """How one BraTS edition names its files (its labels depend on the task too, `tasks.store_labels`)."""
 
     name: str
     separator: str
     suffixes: dict[str, str]  # role (a modality or "seg") -> file-name suffix
-    labels: tuple[int, ...]  # values allowed in the seg file
-    enhancing_label: int
 
-    def to_store_labels(self) -> dict[int, int]:
-        """Raw label -> store label (0 background, 1 necrosis, 2 edema, 3 enhancing)."""
-        return {0: 0, 1: 1, 2: 2, self.enhancing_label: 3}
+    def labels(self, task: Task = TASKS["GLI"]) -> tuple[int, ...]:
+        """The values a seg file of this naming may hold for `task`."""
+        return tuple(sorted(store_labels(task, self.name)))
 
-    def from_store_labels(self) -> dict[int, int]:
-        """Store label -> raw label of this convention (for exported predictions)."""
-        return {v: k for k, v in self.to_store_labels().items()}
+    def to_store_labels(self, task: Task = TASKS["GLI"]) -> dict[int, int]:
+        """Raw label -> store label."""
+        return store_labels(task, self.name)
+
+    def from_store_labels(self, task: Task = TASKS["GLI"]) -> dict[int, int]:
+        """Store label -> raw label of this naming (for exported predictions)."""
+        return raw_labels(task, self.name)
 
 
 BRATS_2021 = Convention(
     name="2021",
     separator="_",
     suffixes={"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"},
-    labels=(0, 1, 2, 4),
-    enhancing_label=4,
 )
 BRATS_2023 = Convention(
     name="2023",
     separator="-",
     suffixes={"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"},
-    labels=(0, 1, 2, 3),
-    enhancing_label=3,
 )
 CONVENTIONS: dict[str, Convention] = {c.name: c for c in (BRATS_2021, BRATS_2023)}
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidCaseError
-from ..labels import REGIONS
 from ..store.layout import no_locations
+from ..tasks import TASKS, Task
 from .naming import MODALITIES, Convention
 from .validation import LoadedCase, table_size, unsigned_view
 
@@ -108,24 +108,27 @@ def zscore_nonzero(arr: np.ndarray, out: np.ndarray) -> tuple[float, float, int]
     return mean, std, n
 
 
-def remap_labels(seg: np.ndarray, conv: Convention) -> np.ndarray:
-    """Raw labels of `conv` (an unsigned array, see `validation.check_seg_labels`) to store labels, C order."""
+def remap_labels(seg: np.ndarray, conv: Convention, task: Task = TASKS["GLI"]) -> np.ndarray:
+    """Raw labels of `task` in `conv`'s naming (an unsigned array, see `validation.check_seg_labels`)
+    to store labels, C order."""
     lut = np.zeros(table_size(seg), dtype=np.uint8)
-    for raw, stored in conv.to_store_labels().items():
+    for raw, stored in conv.to_store_labels(task).items():
         lut[raw] = stored
     return np.ascontiguousarray(lut[seg])
 
 
-def sample_locations(label: np.ndarray, cfg: PreprocessConfig, seed: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Per region, up to `locations_per_region` voxel coordinates (at least `min_location_fraction` of it).
+def sample_locations(label: np.ndarray, cfg: PreprocessConfig, seed: int, task: Task = TASKS["GLI"]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per region of the task, up to `locations_per_region` voxel coordinates (at least
+    `min_location_fraction` of it).
 
     Like nnU-Net's class locations: the sampler centres patches on these, so no full-volume
     probability map is ever rebuilt at training time.
     """
     rng = np.random.default_rng(seed)
-    counts = np.bincount(label.ravel(), minlength=4)
+    counts = np.bincount(label.ravel(), minlength=1 + max(task.labels))
     locations, voxels = {}, {}
-    for region, labels in REGIONS.items():
+    for region, labels in ((r.name, r.labels) for r in task.regions):
         voxels[region] = int(sum(int(counts[v]) for v in labels))
         if voxels[region] == 0:
             locations[region] = no_locations()
@@ -177,8 +180,8 @@ def preprocess_case(case: LoadedCase, cfg: PreprocessConfig = PreprocessConfig()
     image, box, normalization = normalised_image(case.modalities, case.seg, names, cfg.min_brain_voxels)
     label, locations, voxels = None, {}, {}
     if case.seg is not None:
-        label = remap_labels(case.seg[box], case.convention)
-        locations, voxels = sample_locations(label, cfg, case_seed(case.raw.case_id))
+        label = remap_labels(case.seg[box], case.convention, case.task)
+        locations, voxels = sample_locations(label, cfg, case_seed(case.raw.case_id), case.task)
     voxels["brain"] = int(max(v["nonzero_voxels"] for v in normalization.values()))
     return PreprocessedCase(
         image=image,

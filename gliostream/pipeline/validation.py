@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import InvalidCaseError
 from ..geometry import AFFINE_ATOL
+from ..tasks import TASKS, Task
 from .discovery import RawCase
 from .naming import MODALITIES, Convention
 from .nifti import NiftiLimits, NiftiSource, open_nifti
@@ -36,6 +37,7 @@ class LoadedCase:
     seg: np.ndarray | None
     affine: np.ndarray
     spacing: tuple[float, float, float]
+    task: Task = TASKS["GLI"]
 
     @property
     def convention(self) -> Convention:
@@ -64,17 +66,22 @@ def check_finite(src: NiftiSource, arr: np.ndarray) -> None:
         raise InvalidCaseError(src.path, f"{bad} voxels are NaN or infinite")
 
 
-def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.ndarray:
-    """The seg as an unsigned integer array (same memory order), if it only holds `conv`'s labels.
+def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention, task: Task = TASKS["GLI"]) -> np.ndarray:
+    """The seg as an unsigned integer array (same memory order), if it only holds the labels of
+    `task` in `conv`'s naming.
 
     Integer segs of up to 16 bits are checked with one lookup of allowed codes and no copy;
     the offending values are only listed when there are some.
     """
-    allowed = f"BraTS {conv.name} naming allows {list(conv.labels)}"
+    if conv.name == "2021" and task.name != "GLI":
+        raise InvalidCaseError(src.path, f"BraTS 2018-2021 file naming is adult glioma's, not the {task.name} task's; "
+                                         "ingest it with --task GLI")
+    names = ", ".join(f"{k} {v}" for k, v in task.labels.items()) if conv.name != "2021" else "1 NCR, 2 ED, 4 ET"
+    allowed = f"the {task.name} task in BraTS {conv.name} naming allows {list(conv.labels(task))} ({names})"
     codes = unsigned_view(seg)
     if codes is not None:
         ok = np.zeros(table_size(codes), dtype=bool)
-        ok[list(conv.labels)] = True
+        ok[list(conv.labels(task))] = True
         if ok[codes].all():
             return codes
         values = np.unique(codes[~ok[codes]]).view(seg.dtype).tolist()
@@ -88,7 +95,7 @@ def check_seg_labels(src: NiftiSource, seg: np.ndarray, conv: Convention) -> np.
             raise InvalidCaseError(src.path, f"segmentation values range {lo:g}..{hi:g}; {allowed}")
         codes = seg.astype(np.uint8, order="K")
         values = np.flatnonzero(np.bincount(codes.ravel(order="K"))).tolist()
-    unknown = sorted(set(values) - set(conv.labels))
+    unknown = sorted(set(values) - set(conv.labels(task)))
     if unknown:
         raise InvalidCaseError(src.path, f"unknown label value(s) {unknown}; {allowed}")
     return codes
@@ -104,8 +111,8 @@ def open_sources(raw: RawCase, limits: NiftiLimits = NiftiLimits(),
     return sources
 
 
-def decode_case(raw: RawCase, sources: dict[str, NiftiSource]) -> LoadedCase:
-    """Decode the voxels of opened sources and check them (finite values, known labels)."""
+def decode_case(raw: RawCase, sources: dict[str, NiftiSource], task: Task = TASKS["GLI"]) -> LoadedCase:
+    """Decode the voxels of opened sources and check them (finite values, the task's labels)."""
     modalities = []
     for role in MODALITIES:
         arr = sources[role].load()
@@ -113,12 +120,13 @@ def decode_case(raw: RawCase, sources: dict[str, NiftiSource]) -> LoadedCase:
         modalities.append(arr)
     seg = None
     if raw.labelled:
-        seg = check_seg_labels(sources["seg"], sources["seg"].load(), raw.convention)  # type: ignore[arg-type]
+        seg = check_seg_labels(sources["seg"], sources["seg"].load(), raw.convention, task)  # type: ignore[arg-type]
     ref = sources[MODALITIES[0]]
     return LoadedCase(raw=raw, sources=sources, modalities=modalities, seg=seg, affine=ref.affine,
-                      spacing=ref.spacing)
+                      spacing=ref.spacing, task=task)
 
 
-def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = AFFINE_ATOL) -> LoadedCase:
-    """Open, check and decode a whole case."""
-    return decode_case(raw, open_sources(raw, limits, affine_atol))
+def load_case(raw: RawCase, limits: NiftiLimits = NiftiLimits(), affine_atol: float = AFFINE_ATOL,
+              task: Task = TASKS["GLI"]) -> LoadedCase:
+    """Open, check and decode a whole case of `task`."""
+    return decode_case(raw, open_sources(raw, limits, affine_atol), task)

@@ -19,6 +19,7 @@ from ..readahead import prefetched
 from ..store.reader import read_case, scan_cases
 from ..store.schema import CaseRecord
 from ..store.volumes import CaseVolume, iterate_volumes
+from ..tasks import TASKS, Task
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ScoreCase:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     convention: str
+    task: str = "GLI"  # whose labels the reference holds and predictions are written in
 
     def reference_original(self) -> np.ndarray | None:
         """The reference in the original (raw file) geometry."""
@@ -45,7 +47,7 @@ class ScoreCase:
 def _from_record(case_id: str, image: torch.Tensor | None, reference: np.ndarray | None,
                  record: CaseRecord) -> ScoreCase:
     return ScoreCase(case_id, image, reference, record.crop_box, record.original_shape, record.affine_matrix,
-                     record.spacing, record.convention)
+                     record.spacing, record.convention, record.task)
 
 
 def select_store_cases(store: str | Path, which: str, validation: list[str]) -> list[str]:
@@ -109,29 +111,31 @@ def raw_case_list(raw_dir: str | Path) -> tuple[list[RawCase], list[tuple[str, I
     return usable, refused
 
 
-def load_raw_case(case: RawCase) -> ScoreCase:
-    """A raw case validated and preprocessed by the ingest code (no seg in `case.files`: no reference)."""
-    loaded = load_case(case)
+def load_raw_case(case: RawCase, task: Task = TASKS["GLI"]) -> ScoreCase:
+    """A raw case of `task` validated and preprocessed by the ingest code (no seg in `case.files`:
+    no reference)."""
+    loaded = load_case(case, task=task)
     pre = preprocess_case(loaded)
     return ScoreCase(case.case_id, torch.from_numpy(pre.image), pre.label, pre.crop_box, pre.original_shape,
-                     loaded.affine, loaded.spacing, loaded.convention.name)
+                     loaded.affine, loaded.spacing, loaded.convention.name, task.name)
 
 
 class _RawCases:
-    def __init__(self, cases: list[RawCase], keep_errors: bool) -> None:
-        self.cases, self.keep_errors = cases, keep_errors
+    def __init__(self, cases: list[RawCase], keep_errors: bool, task: Task) -> None:
+        self.cases, self.keep_errors, self.task = cases, keep_errors, task
 
     def __getitem__(self, index: int) -> ScoreCase | BratsError:
         try:
-            return load_raw_case(self.cases[index])
+            return load_raw_case(self.cases[index], self.task)
         except BratsError as error:
             if not self.keep_errors:
                 raise
             return error
 
 
-def raw_cases(cases: list[RawCase], keep_errors: bool = False) -> Iterator[ScoreCase | BratsError]:
-    """Raw cases validated and preprocessed by the ingest code, one ahead, in order. With
+def raw_cases(cases: list[RawCase], keep_errors: bool = False, task: Task = TASKS["GLI"]
+              ) -> Iterator[ScoreCase | BratsError]:
+    """Raw cases of `task` validated and preprocessed by the ingest code, one ahead, in order. With
     `keep_errors` a case that cannot be used is yielded as its error instead of ending the run."""
     with ThreadPoolExecutor(1, thread_name_prefix="brats-score-read") as pool:
-        yield from prefetched(_RawCases(cases, keep_errors), range(len(cases)), pool, depth=1)
+        yield from prefetched(_RawCases(cases, keep_errors, task), range(len(cases)), pool, depth=1)

@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 
 from ..files import replaced_on_success
-from ..labels import REGIONS
+from ..labels import LEGACY_REGIONS, Region
 from ..metrics import region_mask
 from ..pipeline.naming import MODALITIES
 
-REGION_COLOURS = {"wt": "#2ecc40", "tc": "#ffdc00", "et": "#ff4136"}
-REGION_NAMES = {"wt": "whole tumour", "tc": "tumour core", "et": "enhancing"}
+REGION_COLOURS = {"wt": "#2ecc40", "tc": "#ffdc00", "et": "#ff4136", "rc": "#39cccc", "cc": "#b10dc9",
+                  "gtv": "#2ecc40"}
+REGION_NAMES = {"wt": "whole tumour", "tc": "tumour core", "et": "enhancing", "rc": "resection cavity",
+                "cc": "cystic component", "gtv": "gross tumour volume"}
 # TC is drawn wider than ET on top of it: where their borders coincide (an enhancing rim) both show.
-REGION_LINES = {"wt": 1.3, "tc": 2.6, "et": 1.1}
+REGION_LINES = {"wt": 1.3, "tc": 2.6, "et": 1.1, "rc": 1.3, "cc": 1.6, "gtv": 1.3}
 SHOWN_MODALITIES = ("flair", "t1ce")
 VIEWS = ("axial", "coronal", "sagittal")
 
@@ -76,10 +78,10 @@ def _panels(reference: np.ndarray | None) -> list[tuple[str, str]]:
 
 def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarray | None,
                 prediction: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...],
-                scores: Mapping[str, float] | None = None) -> Path:
+                scores: Mapping[str, float] | None = None, regions: tuple[Region, ...] = LEGACY_REGIONS) -> Path:
     """Write a PNG: the axial, coronal and sagittal slices through the tumour's centre (rows) of
     FLAIR and T1ce, each outlined once with the reference and once with the prediction (columns),
-    WT, TC and ET in their colours. Arrays share one grid (image (4, x, y, z))."""
+    each region (WT, TC, ET, ...) in its colour. Arrays share one grid (image (4, x, y, z))."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -91,7 +93,7 @@ def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarr
         volumes[modality] = (np.ma.masked_equal(volume, 0), window)  # outside the brain: black
     ras_labels = {"reference": _to_ras(reference, affine) if reference is not None else None,
                   "prediction": _to_ras(prediction, affine)}
-    outlines = {name: {r: region_mask(labels, r) for r in REGIONS}
+    outlines = {name: {r.name: region_mask(labels, r) for r in regions}
                 for name, labels in ras_labels.items() if labels is not None}
     ras_spacing = _ras_spacing(spacing, affine)
     centre = _centre(ras_labels["reference"], ras_labels["prediction"])
@@ -118,11 +120,13 @@ def case_figure(path: Path, case_id: str, image: np.ndarray, reference: np.ndarr
                 ax.set_ylabel(view, color="white", fontsize=11)
     title = case_id
     if scores:
-        title += "\nDice " + "  ".join(f"{r.upper()} {scores[f'dice_{r}']:.3f}" for r in REGIONS)
-        if "lw_dice_wt" in scores:
-            title += "     lesion-wise " + "  ".join(f"{r.upper()} {scores[f'lw_dice_{r}']:.3f}" for r in REGIONS)
+        scored = [r.name for r in regions if f"dice_{r.name}" in scores]
+        title += "\nDice " + "  ".join(f"{r.upper()} {scores[f'dice_{r}']:.3f}" for r in scored)
+        if scored and f"lw_dice_{scored[0]}" in scores:
+            title += "     lesion-wise " + "  ".join(f"{r.upper()} {scores[f'lw_dice_{r}']:.3f}" for r in scored)
     fig.suptitle(title, color="white", fontsize=12)
-    handles = [Line2D([], [], color=REGION_COLOURS[r], lw=2, label=f"{r.upper()} ({REGION_NAMES[r]})") for r in REGIONS]
+    handles = [Line2D([], [], color=REGION_COLOURS[r.name], lw=2, label=f"{r.name.upper()} ({REGION_NAMES[r.name]})")
+               for r in regions]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white", fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +148,8 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | No
     plt = _pyplot()
     from matplotlib.patches import Patch
 
-    families = [f for f in FAMILIES if f[2].format("wt") in cases.columns]
+    regions = [c.removeprefix("dice_") for c in cases.columns if c.startswith("dice_")]
+    families = [f for f in FAMILIES if f[2].format(regions[0]) in cases.columns]
     width = 0.8 / len(families)
     offsets = [(i - (len(families) - 1) / 2) * width for i in range(len(families))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -152,8 +157,8 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | No
     for ax, metric in zip(axes, ("dice", "hd95"), strict=True):
         for offset, (_, colour, dice_column, hd95_column) in zip(offsets, families, strict=True):
             column = dice_column if metric == "dice" else hd95_column
-            data = [cases[column.format(r)].astype(float).dropna().to_numpy() for r in REGIONS]  # NaN: empty pairs
-            positions = [i + offset for i in range(len(REGIONS))]
+            data = [cases[column.format(r)].astype(float).dropna().to_numpy() for r in regions]  # NaN: empty pairs
+            positions = [i + offset for i in range(len(regions))]
             boxes = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=False,
                                medianprops={"color": "black"})
             for patch in boxes["boxes"]:
@@ -165,7 +170,7 @@ def plot_scores(cases: pd.DataFrame, path: Path, challenge: str, model: str | No
                 text = f"{mean:.3f}" if metric == "dice" else f"{mean:.1f}"
                 ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
                             fontsize=7 if len(families) > 2 else 8, color=colour)
-        ax.set_xticks(range(len(REGIONS)), [f"{r.upper()}\n{REGION_NAMES[r]}" for r in REGIONS])
+        ax.set_xticks(range(len(regions)), [f"{r.upper()}\n{REGION_NAMES[r]}" for r in regions])
         ax.grid(axis="y", alpha=0.3)
         if metric == "dice":
             ax.set(ylabel="Dice (higher is better)", ylim=(0, 1.02))

@@ -16,7 +16,10 @@ import torch
 
 from ..errors import CheckpointError, ConfigError, shortened
 from ..inference import InferenceConfig, predict_labels
+from ..labels import Region
 from ..regions import Postprocessing
+from ..tasks import Task, regions_of
+from ..tasks import task as task_named
 from ..trainer.checkpoint import Checkpoint, read_checkpoint
 from ..trainer.config import TrainConfig
 from ..trainer.registry import build_network
@@ -43,6 +46,15 @@ class Member:
     @property
     def inference_key(self) -> tuple[Any, ...]:
         return self.config.patch_size, self.config.downsample
+
+    @property
+    def task(self) -> Task:
+        return task_named(self.config.task)
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The regions it predicts, in its output order."""
+        return regions_of(self.config.task, self.config.regions)
 
     @cached_property
     def sha256(self) -> str:
@@ -79,6 +91,8 @@ def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
     if len({m.inference_key for m in members}) > 1:
         raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
                           "an ensemble needs one sliding window")
+    if len({(m.task.name, m.regions) for m in members}) > 1:
+        raise ConfigError("the checkpoints predict different tasks or regions; an ensemble averages one set of regions")
     return members
 
 
@@ -94,7 +108,7 @@ def postprocessing(members: list[Member], enabled: bool) -> Postprocessing:
     if not enabled or not members:
         return Postprocessing()
     chosen = [m.postprocessing for m in members]
-    sizes = np.median([p.min_component_voxels for p in chosen], axis=0)
+    sizes = np.median([p.sizes(len(members[0].regions)) for p in chosen], axis=0)
     return Postprocessing(tuple(int(v) for v in sizes), int(np.median([p.et_min_voxels for p in chosen])))  # type: ignore[arg-type]
 
 

@@ -24,12 +24,13 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..devices import configure_kernels, resolve_device
-from ..errors import BratsError, ConfigError, printable
+from ..errors import BratsError, ConfigError, StoreError, printable
 from ..faults import fault_point
 from ..files import check_not_inside, check_output, folder_lock, replaced_on_success
 from ..pipeline.discovery import RawCase, discover_cases
 from ..store.reader import existing_record
 from ..store.stale import warn_stale
+from ..tasks import Task
 from .cases import ScoreCase, raw_cases, select_store_cases, store_cases
 from .exports import save_prediction
 from .models import Member, inference_config, load_members, predict_case
@@ -148,11 +149,11 @@ def _raw_jobs(inputs: str, summary: PredictResult) -> list[_Job]:
     return jobs
 
 
-def _loaded(jobs: list[_Job], config: PredictConfig) -> Iterator[tuple[_Job, ScoreCase | BratsError]]:
+def _loaded(jobs: list[_Job], config: PredictConfig, task: Task) -> Iterator[tuple[_Job, ScoreCase | BratsError]]:
     """Each job with its case read (the next one read by a thread meanwhile), or why it cannot be."""
     if config.store is not None:
         return zip(jobs, store_cases(config.store, [j.case_id for j in jobs], keep_errors=True), strict=True)
-    return zip(jobs, raw_cases([j.raw for j in jobs], keep_errors=True), strict=True)  # type: ignore[misc]
+    return zip(jobs, raw_cases([j.raw for j in jobs], keep_errors=True, task=task), strict=True)  # type: ignore[misc]
 
 
 def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResult:
@@ -164,6 +165,9 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResul
     device = resolve_device(config.device)
     configure_kernels(device)
     members = load_members(tuple(config.ckpt), device)
+    task = members[0].task
+    if config.task and config.task.upper() != task.name:
+        raise ConfigError(f"--task {config.task}: the checkpoint predicts the {task.name} task")
     inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
     if config.inputs is not None:
         jobs = _raw_jobs(config.inputs, summary)
@@ -178,8 +182,10 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResul
         for refusal in summary.refused:
             log.info("refused %s", refusal.problem)
         provenance.save()  # the folder's producer is now this one
-        for job, case in tqdm(_loaded(todo, config), total=len(todo), desc="predict", unit="case",
+        for job, case in tqdm(_loaded(todo, config, task), total=len(todo), desc="predict", unit="case",
                               disable=not progress):
+            if not isinstance(case, BratsError) and case.task != task.name:
+                case = StoreError(f"{job.case_id}: holds {case.task} labels; the checkpoint predicts the {task.name} task")
             if isinstance(case, BratsError):
                 summary.refused.append(Refusal(job.case_id, str(case)))
                 log.info("refused %s", case)

@@ -16,7 +16,8 @@ import pandas as pd
 from ..labels import REGIONS
 from ..lesionwise import LESION_METRICS
 from ..metrics import METRICS
-from ..official import CHALLENGE_CONFIGS, official_columns
+from ..official import official_columns
+from ..tasks import TASKS, Task
 
 FIRST_COLUMNS = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
 LEGACY_COLUMNS = FIRST_COLUMNS + [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in REGIONS]
@@ -27,15 +28,23 @@ OFFICIAL_SUMMARY = ("global_dsc", "global_nsd", "global_hd95", "lesionwise_dsc_m
                     "all_instance_f1")
 
 
-def table_columns(metrics: tuple[str, ...] | None = None, challenge: str = "GLI") -> list[str]:
-    """The report's columns for these metric families (`scoring.settings.METRIC_FAMILIES`)."""
+def table_columns(metrics: tuple[str, ...] | None = None, task: Task = TASKS["GLI"]) -> list[str]:
+    """The report's columns for these metric families (`scoring.settings.METRIC_FAMILIES`) of a
+    task: its scored regions' legacy and lesion-wise ones, then its official label groups'."""
     metrics = metrics or ("legacy", "lesionwise-2023")
-    columns = list(LEGACY_COLUMNS)
+    regions = task.scored
+    columns = ["case_id"] + [f"{m}_{r}" for m in ("dice", "hd95") for r in regions]
+    columns += [f"{m}_{r}" for m in METRICS if m not in ("dice", "hd95") for r in regions]
     if "lesionwise-2023" in metrics:
-        columns += LESION_COLUMNS
+        columns += [f"{m}_{r}" for m in LESION_METRICS for r in regions]
     if "official" in metrics:
-        columns += official_columns(CHALLENGE_CONFIGS[challenge])
+        columns += official_columns(task.evaluation)
     return columns
+
+
+def table_regions(table: pd.DataFrame) -> list[str]:
+    """The regions a score table scores (its legacy Dice columns)."""
+    return [c.removeprefix("dice_") for c in table.columns if c.startswith("dice_")]
 
 
 def score_table(rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> pd.DataFrame:
@@ -60,13 +69,13 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path, index=False, float_format="%.6g")
 
 
-def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:
+def summary_text(table: pd.DataFrame, challenge: str = "GLI", evaluation: str = "gli") -> str:
     """The summary rows of Dice and HD95, legacy and lesion-wise, as two printable tables."""
     summary = table[table["case_id"].isin(SUMMARY_ROWS)].set_index("case_id")
     summary.index.name = None
     blocks = []
     for title, prefix in (("legacy (whole volume)", ""), (f"lesion-wise (BraTS 2023 {challenge} rules)", "lw_")):
-        columns = [f"{prefix}{m}_{r}" for m in ("dice", "hd95") for r in REGIONS]
+        columns = [f"{prefix}{m}_{r}" for m in ("dice", "hd95") for r in table_regions(table)]
         if columns[0] not in summary:
             continue
         block = summary[columns].rename(columns=lambda c: c.removeprefix("lw_"))
@@ -75,7 +84,7 @@ def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:
     if groups:
         means = pd.DataFrame([[summary.at["Mean", f"{m}_{g}"] for m in OFFICIAL_SUMMARY] for g in groups],
                              index=groups, columns=list(OFFICIAL_SUMMARY))
-        title = f"official (BraTS-evaluation, {CHALLENGE_CONFIGS.get(challenge, challenge)} groups), mean over cases"
+        title = f"official (BraTS-evaluation, {evaluation} groups), mean over cases"
         blocks.append(f"{title}\n{means.to_string(float_format=lambda v: f'{v:.4f}')}")
     return "\n\n".join(blocks)
 
@@ -83,5 +92,5 @@ def summary_text(table: pd.DataFrame, challenge: str = "GLI") -> str:
 def worst_cases(table: pd.DataFrame, count: int = 5) -> pd.DataFrame:
     """The `count` cases of lowest mean legacy Dice over the regions, worst first, with that mean."""
     cases = case_rows(table).copy()
-    cases["mean_dice"] = cases[[f"dice_{r}" for r in REGIONS]].astype(float).mean(axis=1)
+    cases["mean_dice"] = cases[[f"dice_{r}" for r in table_regions(table)]].astype(float).mean(axis=1)
     return cases.sort_values(["mean_dice", "case_id"], kind="stable").head(count)

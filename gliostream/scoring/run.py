@@ -17,21 +17,23 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..devices import configure_kernels, resolve_device
-from ..errors import BratsError, ConfigError, InvalidCaseError, StoreError
+from ..errors import BratsError, ConfigError, InvalidCaseError, OptionConflict, StoreError
 from ..faults import fault_point
 from ..files import check_not_inside, check_output, replaced_together
 from ..geometry import crop_slices, uncrop
-from ..labels import REGIONS
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
-from ..official import CHALLENGE_CONFIGS, official_metrics
+from ..official import official_metrics
+from ..store.reader import store_task
 from ..store.stale import warn_stale
+from ..tasks import TASKS, Task
+from ..tasks import task as task_named
 from ..trainer.checkpoint import Checkpoint
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
 from .exports import read_prediction, save_prediction
 from .figures import case_figure, plot_scores
 from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
-from .report import case_rows, score_table, table_columns, worst_cases, write_table
+from .report import case_rows, score_table, table_columns, table_regions, worst_cases, write_table
 from .settings import ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,12 @@ log = logging.getLogger(__name__)
 class WorstCase:
     case_id: str
     mean_dice: float
-    dice: tuple[float, float, float]  # WT, TC, ET
+    dice: tuple[float, ...]  # per region scored
     figure: Path | None
+    regions: tuple[str, ...] = ("wt", "tc", "et")
 
     def line(self) -> str:
-        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(REGIONS, self.dice, strict=True))
+        regions = " ".join(f"{r.upper()} {d:.3f}" for r, d in zip(self.regions, self.dice, strict=True))
         figure = f"  {self.figure}" if self.figure else ""
         return f"  {self.case_id}  mean Dice {self.mean_dice:.3f} ({regions}){figure}"
 
@@ -63,6 +66,7 @@ class ScoreResult:
     figures: int = 0
     challenge: str = "GLI"
     skipped: list[str] = field(default_factory=list)  # "<file>: <problem>" of each unusable case
+    evaluation: str = "gli"  # the official evaluation's config (the task's)
 
     def line(self) -> str:
         unscored = ""
@@ -108,7 +112,8 @@ def write_provenance(path: Path, config: ScoreConfig, members: list[Member], ski
 
 
 def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool, skipped: list[str],
-           validation: list[str] | None = None) -> tuple[list[str], Iterator[ScoreCase | BratsError]]:
+           validation: list[str] | None = None, task: Task = TASKS["GLI"]
+           ) -> tuple[list[str], Iterator[ScoreCase | BratsError]]:
     """The cases to score: with --pred, those that have a prediction file (each needs a reference).
     Raw cases that cannot be used are added to `skipped` (or yielded as their error), and the others
     go on; a damaged store case ends the run."""
@@ -123,7 +128,7 @@ def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool,
             if missing:
                 raise ConfigError(f"{config.raw}: no raw case for the predictions {', '.join(missing[:5])}")
             cases = [by_id[i] for i in wanted if i in by_id]
-        loaded = raw_cases(cases, keep_errors=True)
+        loaded = raw_cases(cases, keep_errors=True, task=task)
         return [c.case_id for c in cases], loaded if with_image else (_reference_only(c) for c in loaded)
     store = config.store or (checkpoint.store if checkpoint else None)
     if not store:
@@ -150,25 +155,41 @@ def _reference_only(case: ScoreCase | BratsError) -> ScoreCase | BratsError:
 
 
 def _score_case(case: ScoreCase, prediction: np.ndarray, reference: np.ndarray, cropped: bool,
-                config: ScoreConfig) -> dict[str, Any]:
+                config: ScoreConfig, task: Task) -> dict[str, Any]:
     """The metric families of `config.metrics` for one case. Lesion-wise and official ones see the
     whole raw grid, so that neither the reference's dilation nor a border is cut by the crop."""
     total = int(np.prod(case.original_shape)) if cropped else None
-    row = {"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total)}
+    regions = task.scored_regions
+    row = {"case_id": case.case_id, **region_metrics(prediction, reference, case.spacing, total, regions)}
     assert config.metrics is not None
     if cropped and len(config.metrics) > 1:
         prediction = uncrop(prediction, case.crop_box, case.original_shape)
         reference = uncrop(reference, case.crop_box, case.original_shape)
     if "lesionwise-2023" in config.metrics:
-        row.update(lesionwise_metrics(prediction, reference, case.spacing, CHALLENGES[config.challenge]))
+        rules = CHALLENGES[config.challenge] if config.challenge else task.lesion_rules
+        row.update(lesionwise_metrics(prediction, reference, case.spacing, rules, regions))
     if "official" in config.metrics:
-        row.update(official_metrics(prediction, reference, case.spacing, CHALLENGE_CONFIGS[config.challenge]))
+        row.update(official_metrics(prediction, reference, case.spacing, task.evaluation))
     return row
 
 
+def score_task(config: ScoreConfig, members: list[Member]) -> Task:
+    """The cases' task: the checkpoints' (a --task that differs is refused), else --task, else the
+    store's, else GLI."""
+    if members:
+        predicted = members[0].task
+        if config.task and config.task != predicted.name:
+            raise OptionConflict(f"--task {config.task}: the checkpoint predicts the {predicted.name} task")
+        return predicted
+    if config.task:
+        return task_named(config.task)
+    return task_named(store_task(config.store) if config.store else "GLI")
+
+
 def _worst(table: pd.DataFrame, figures: dict[str, Path]) -> list[WorstCase]:
-    return [WorstCase(row.case_id, float(row.mean_dice), tuple(float(getattr(row, f"dice_{r}")) for r in REGIONS),
-                      figures.get(row.case_id)) for row in worst_cases(table).itertuples()]
+    regions = tuple(table_regions(table))
+    return [WorstCase(row.case_id, float(row.mean_dice), tuple(float(getattr(row, f"dice_{r}")) for r in regions),
+                      figures.get(row.case_id), regions) for row in worst_cases(table).itertuples()]
 
 
 # A source of predictions: a case -> (prediction, its reference, both in the cropped frame?), or
@@ -223,8 +244,9 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     else:
         source, validation = file_predictions(config.pred), None  # type: ignore[arg-type]
     skipped: list[str] = []
+    task = score_task(config, members)
     ids, cases = _cases(config, members[0].checkpoint if members else None, bool(members) or bool(config.figures),
-                        skipped, validation=validation)
+                        skipped, validation=validation, task=task)
     rows, predicted_only, figures = [], [], {}
     for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
         if isinstance(case, BratsError):  # a raw case that cannot be used: the others go on
@@ -239,17 +261,21 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
         if reference is None:
             predicted_only.append(case.case_id)
             continue
-        rows.append(_score_case(case, prediction, reference, cropped, config))
+        if case.task != task.name:
+            raise StoreError(f"{case.case_id}: holds {case.task} labels, but the {task.name} task is scored "
+                             "(the checkpoint's, or --task)")
+        rows.append(_score_case(case, prediction, reference, cropped, config, task))
         if config.figures:
             assert case.image is not None
             figures[case.case_id] = case_figure(
                 Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
                 reference if cropped else reference[crop_slices(case.crop_box)],
                 prediction if cropped else prediction[crop_slices(case.crop_box)],
-                case.affine, case.spacing, rows[-1])
+                case.affine, case.spacing, rows[-1], task.scored_regions)
         fault_point("score:case")
     exported = len(rows) + len(predicted_only) if config.save_predictions else 0
-    table = score_table(rows, table_columns(config.metrics, config.challenge))
+    table = score_table(rows, table_columns(config.metrics, task))
+    rules = config.challenge or task.name
     if not rows:  # predictions only: an empty table would read as a result
         return ScoreResult(table, None, None, 0, predicted_only, exported, bool(members), skipped=skipped)
     plot = out.with_suffix(".png")
@@ -257,10 +283,10 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     with replaced_together([out, out.with_suffix(".json"), plot]) as (csv_tmp, json_tmp, plot_tmp):
         write_table(table, csv_tmp)
         write_provenance(json_tmp, config, members, skipped)
-        plot_scores(case_rows(table), plot_tmp, config.challenge, checkpoint_names(members))
+        plot_scores(case_rows(table), plot_tmp, rules, checkpoint_names(members))
         fault_point("score:outputs-written")
     return ScoreResult(table, out, plot, len(rows), predicted_only, exported, bool(members),
-                       _worst(table, figures), len(figures), config.challenge, skipped)
+                       _worst(table, figures), len(figures), rules, skipped, task.evaluation)
 
 
 def checkpoint_names(members: list[Member]) -> str | None:

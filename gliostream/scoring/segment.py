@@ -37,8 +37,9 @@ class Segmenter:
     postprocess: bool = True
 
     def __call__(self, image: Image, convention: str = "2023") -> np.ndarray:
-        """The labels (x, y, z) uint8 of one case in its own geometry: 1 necrosis, 2 edema, and
-        enhancing tumour 3 (`convention="2023"`) or 4 (`"2021"`).
+        """The labels (x, y, z) uint8 of one case in its own geometry, in the checkpoint's task's
+        labels; for glioma 1 necrosis, 2 edema, and enhancing tumour 3 (`convention="2023"`) or 4
+        (`"2021"`).
 
         `image` is either an array (4, x, y, z) of the modalities in the order t1, t1ce, t2, flair
         (BraTS 2023+: t1n, t1c, t2w, t2f), or a mapping of those names to (x, y, z) arrays; raw
@@ -46,12 +47,15 @@ class Segmenter:
         """
         if convention not in CONVENTION_NAMES:
             raise ConfigError(f"convention must be one of {', '.join(CONVENTION_NAMES)}, not {convention!r}")
+        task = self.members[0].task.name
+        if convention == "2021" and task != "GLI":
+            raise ConfigError(f"the {task} task has no BraTS 2018-2021 labels; use convention='2023'")
         modalities = _modalities(image)
         names = {role: f"image {role}" for role in MODALITIES}
         cropped, box, _ = normalised_image(modalities, None, names)
         labels = predict_case(self.members, torch.from_numpy(cropped), self.inference, self.device, self.postprocess)
         crop_box = tuple((s.start, s.stop) for s in box)
-        return to_raw_labels(uncrop(labels, crop_box, modalities[0].shape), convention)
+        return to_raw_labels(uncrop(labels, crop_box, modalities[0].shape), convention, task)
 
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str = "auto", tta: bool = False,

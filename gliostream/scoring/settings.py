@@ -10,25 +10,22 @@ from ..device_names import check_device_name
 from ..errors import ConfigError, OptionConflict
 from ..inference_config import InferenceConfig, check_overlap
 from ..lesionwise import CHALLENGES
-from ..official import CHALLENGE_CONFIGS
+from ..tasks import TASKS
 
 METRIC_FAMILIES = ("legacy", "lesionwise-2023", "official")
 """What `brats score --metrics` may list: the BraTS 2018-2021 whole-volume metrics, the BraTS 2023
 lesion-wise ones, and the official evaluation since 2024 (BraTS-evaluation)."""
 
 
-def metric_families(given: str | tuple[str, ...] | None, challenge: str) -> tuple[str, ...]:
+def metric_families(given: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """The families to compute, in report order: legacy always (the report's first columns, worst
-    cases and plot are its Dice), then those given; by default every family the challenge has."""
+    cases and plot are its Dice), then those given; by default all three."""
     if given is None:
-        return tuple(f for f in METRIC_FAMILIES if f != "official" or challenge in CHALLENGE_CONFIGS)
+        return METRIC_FAMILIES
     names = [n.strip().lower() for n in (given.split(",") if isinstance(given, str) else given) if n.strip()]
     unknown = sorted(set(names) - set(METRIC_FAMILIES))
     if unknown:
         raise OptionConflict(f"unknown --metrics {', '.join(unknown)}; choose from {', '.join(METRIC_FAMILIES)}")
-    if "official" in names and challenge not in CHALLENGE_CONFIGS:
-        raise OptionConflict(f"--metrics official has no {challenge} evaluation on the stored labels yet (its config "
-                             f"reads the 2024+ {challenge} labels); use --metrics legacy,lesionwise-2023")
     return tuple(f for f in METRIC_FAMILIES if f == "legacy" or f in names)
 
 
@@ -56,17 +53,23 @@ class ScoreConfig:
     window: tuple[int, int, int] | None = None  # default: the checkpoint's training patch size
     batch_windows: int = 2
     postprocess: bool = True  # the checkpoints' postprocessing: small components removed, small ET relabelled
-    challenge: str = "GLI"  # the lesion-wise rules: GLI, SSA, PED (dilation 3), MEN, MET (dilation 1)
+    challenge: str | None = None  # the lesion-wise rules (GLI, SSA, PED, MEN, MET); default: the task's
     figures: str | None = None  # a folder for one PNG per scored case
-    metrics: tuple[str, ...] | None = None  # METRIC_FAMILIES (a comma-separated string too); default: all the challenge has
+    metrics: tuple[str, ...] | None = None  # METRIC_FAMILIES (a comma-separated string too); default: all three
+    task: str | None = None  # the cases' BraTS task; default: the checkpoint's, else the store's, else GLI
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):  # one checkpoint given as a path
             object.__setattr__(self, "ckpt", (str(self.ckpt),))
-        object.__setattr__(self, "challenge", self.challenge.upper())
-        if self.challenge not in CHALLENGES:
-            raise ConfigError(f"unknown challenge {self.challenge!r}; choose one of {', '.join(CHALLENGES)}")
-        object.__setattr__(self, "metrics", metric_families(self.metrics, self.challenge))
+        if self.challenge is not None:
+            object.__setattr__(self, "challenge", self.challenge.upper())
+            if self.challenge not in CHALLENGES:
+                raise ConfigError(f"unknown challenge {self.challenge!r}; choose one of {', '.join(CHALLENGES)}")
+        if self.task is not None:
+            object.__setattr__(self, "task", self.task.upper())
+            if self.task not in TASKS:
+                raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        object.__setattr__(self, "metrics", metric_families(self.metrics))
         if bool(self.ckpt) == bool(self.pred):
             raise OptionConflict("give --ckpt to predict with a model, or --pred DIR to score existing segmentations"
                               if not self.ckpt else "give either --ckpt or --pred, not both")
@@ -98,6 +101,7 @@ class PredictConfig:
     batch_windows: int = 2
     postprocess: bool = True
     overwrite: bool = False  # predict again cases whose output is up to date
+    task: str | None = None  # must be the checkpoint's task when given (the checkpoint decides)
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):

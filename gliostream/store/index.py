@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..faults import fault_point
 from ..files import replaced_on_success
+from ..tasks import ALL_REGIONS
 from . import layout
 from .locks import store_lock
 from .reader import scan_cases
@@ -15,8 +16,8 @@ from .schema import CaseRecord
 from .stale import stale_cases
 
 INDEX_COLUMNS = [
-    "case_id", "labelled", "convention", "size_x", "size_y", "size_z", "brain_voxels", "wt_voxels", "tc_voxels",
-    "et_voxels", "has_et", "spacing", "source_dir", "fingerprint", "ingested_at", "stale",
+    "case_id", "labelled", "task", "convention", "size_x", "size_y", "size_z", "brain_voxels",
+    *[f"{r}_voxels" for r in ALL_REGIONS], "has_et", "spacing", "source_dir", "fingerprint", "ingested_at", "stale",
 ]
 
 
@@ -25,9 +26,9 @@ def _row(record: CaseRecord, stale: bool) -> dict:
     shape = record.cropped_shape
     voxels = record.voxels
     return {
-        "case_id": record.case_id, "labelled": record.labelled, "convention": record.convention,
+        "case_id": record.case_id, "labelled": record.labelled, "task": record.task, "convention": record.convention,
         "size_x": shape[0], "size_y": shape[1], "size_z": shape[2], "brain_voxels": voxels.get("brain", 0),
-        "wt_voxels": voxels.get("wt", 0), "tc_voxels": voxels.get("tc", 0), "et_voxels": voxels.get("et", 0),
+        **{f"{r}_voxels": voxels.get(r, 0) for r in ALL_REGIONS},
         "has_et": voxels.get("et", 0) > 0, "spacing": "x".join(f"{s:g}" for s in record.spacing),
         "source_dir": record.source_dir, "fingerprint": record.fingerprint, "ingested_at": record.ingested_at,
         "stale": stale,

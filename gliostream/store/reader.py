@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError, StoreMismatchError, shortened
-from ..labels import REGIONS
+from ..tasks import ALL_REGIONS
 from . import layout
 from .schema import REPAIR, ROOT_ATTR, SCHEMA_VERSION, CaseRecord, StoreAttrs
 
@@ -111,6 +111,16 @@ def read_store_attrs(root: str | Path) -> StoreAttrs:
     return StoreAttrs.from_attrs(attrs, str(root))
 
 
+def store_task(root: str | Path) -> str:
+    """The BraTS task of a store's cases (GLI for stores of brats <= 0.4, which record none)."""
+    return str(read_store_attrs(root).ingest_config.get("task", "GLI"))
+
+
+def existing_store_task(root: str | Path) -> str | None:
+    """The task of the store at `root`, or None where there is no store yet."""
+    return store_task(root) if raw_store_attrs(Path(root)) else None
+
+
 @dataclass
 class CaseArrays:
     """One case's lazily opened Zarr arrays and its record."""
@@ -151,7 +161,7 @@ def expected_arrays(record: CaseRecord) -> dict[str, tuple[tuple[int, ...] | Non
         layout.IMAGE: ((len(record.modalities), *shape), np.dtype(np.float16))}
     if record.labelled:
         out[layout.LABEL] = (shape, np.dtype(np.uint8))
-        for region in REGIONS:
+        for region in record.regions:
             out[layout.LOCATION_PREFIX + region] = (None, np.dtype(np.uint16))
     return out
 
@@ -199,13 +209,14 @@ def read_array(case_path: str | Path, record: CaseRecord, name: str, recheck: bo
     return data
 
 
-def read_locations(root: str | Path, case_id: str) -> dict[str, np.ndarray]:
-    """The sampled tumour voxel coordinates of each region, (n, 3) uint16; empty for unlabelled cases."""
-    names = tuple(layout.LOCATION_PREFIX + region for region in REGIONS)
-    record, arrays = read_case_arrays(root, case_id, names)
-    if not record.labelled:
-        return {region: layout.no_locations() for region in REGIONS}
-    return dict(zip(REGIONS, arrays, strict=True))
+def read_locations(root: str | Path, case_id: str, regions: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The sampled tumour voxel coordinates of each of `regions` (default: the case's), (n, 3)
+    uint16; empty for unlabelled cases and for a region the case has no locations of."""
+    asked = regions if regions is not None else ALL_REGIONS
+    record, arrays = read_case_arrays(root, case_id, tuple(layout.LOCATION_PREFIX + r for r in asked))
+    found = dict(zip([r for r in asked if r in record.regions], arrays, strict=True))
+    wanted = record.regions if regions is None else regions
+    return {r: found.get(r, layout.no_locations()) for r in wanted}
 
 
 def existing_record(root: str | Path, case_id: str) -> CaseRecord:

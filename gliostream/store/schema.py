@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import StoreError, StoreMismatchError
 from ..geometry import shifted_affine
-from ..labels import CONVENTION_NAMES, REGIONS
+from ..labels import CONVENTION_NAMES
+from ..tasks import TASKS
 from . import layout
 
 SCHEMA_VERSION = 3
@@ -85,6 +86,12 @@ class CaseRecord:
     ingested_at: str
     brats_version: str
     checksums: dict[str, str] = field(default_factory=dict)  # array name -> checksum, added by the writer
+    task: str = "GLI"  # the BraTS task whose labels the case holds (`tasks.TASKS`); GLI for brats <= 0.4
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions whose tumour locations the case holds (its task's; WT, TC, ET before tasks)."""
+        return tuple(k for k in self.voxels if k != "brain") if self.labelled else ()
 
     @property
     def affine_matrix(self) -> np.ndarray:
@@ -109,6 +116,7 @@ class CaseRecord:
             "crop_box": [list(b) for b in self.crop_box], "affine": [list(r) for r in self.affine],
             "spacing": list(self.spacing), "normalization": self.normalization, "voxels": self.voxels,
             "ingested_at": self.ingested_at, "brats_version": self.brats_version, "checksums": self.checksums,
+            "task": self.task,
         }
         return {**attrs, RECORD_CHECKSUM: record_digest(attrs)}
 
@@ -138,7 +146,7 @@ class CaseRecord:
                 spacing=tuple(float(v) for v in attrs["spacing"]),  # type: ignore[arg-type]
                 normalization=dict(attrs["normalization"]), voxels={k: int(v) for k, v in attrs["voxels"].items()},
                 ingested_at=str(attrs["ingested_at"]), brats_version=str(attrs["brats_version"]),
-                checksums=dict(attrs.get("checksums") or {}),
+                checksums=dict(attrs.get("checksums") or {}), task=str(attrs.get("task", "GLI")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{where}: damaged case record ({type(error).__name__}: {error}); {REPAIR}") from None
@@ -151,6 +159,8 @@ class CaseRecord:
         """What makes this record describe no possible case (None: consistent)."""
         if self.convention not in CONVENTION_NAMES:
             return f"unknown label convention {self.convention!r}"
+        if self.task not in TASKS:
+            return f"unknown task {self.task!r}"
         if len(self.original_shape) != 3 or len(self.cropped_shape) != 3 or len(self.crop_box) != 3:
             return "shapes and crop box must have three axes"
         axes = zip(self.crop_box, self.cropped_shape, self.original_shape, strict=True)
@@ -166,7 +176,8 @@ class CaseRecord:
             return f"spacing {list(self.spacing)} is not three positive sizes"
         if not self.modalities:
             return "no modality"
-        needed = [layout.IMAGE] + ([layout.LABEL] + [layout.LOCATION_PREFIX + r for r in REGIONS] if self.labelled else [])
+        needed = [layout.IMAGE] + ([layout.LABEL] + [layout.LOCATION_PREFIX + r for r in self.regions]
+                                   if self.labelled else [])
         missing = [name for name in needed if name not in self.checksums]
         if missing:
             return f"no checksum for array(s) {', '.join(missing)}, so their contents cannot be checked"

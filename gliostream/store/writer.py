@@ -59,6 +59,10 @@ def create_or_check_store(root: str | Path, ingest_config: dict[str, Any]) -> Pa
                         attrs.get("schema_version"), SCHEMA_VERSION)
             return root
         existing = StoreAttrs.from_attrs(attrs, str(root))  # refuses another schema version
+        held, wanted = existing.ingest_config.get("task", "GLI"), ingest_config.get("task", "GLI")
+        if held != wanted:
+            raise StoreMismatchError(f"{root}: the store holds {held} cases, not {wanted}: ingest with --task {held}, "
+                                     "or into a new folder")
         if existing.ingest_config != ingest_config:
             raise StoreMismatchError(f"{root}: store was ingested with other parameters {existing.ingest_config}; "
                                      "use the same options or a new folder")

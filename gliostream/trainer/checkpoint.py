@@ -23,7 +23,7 @@ from ..faults import fault_point
 from ..files import replaced_on_success
 from ..inference_config import InferenceConfig
 from ..regions import Postprocessing
-from .config import ModelConfig, TrainConfig, option_name, saved_config, settings_by_path
+from .config import MAX_REGIONS, ModelConfig, TrainConfig, option_name, saved_config, settings_by_path
 from .split import Split
 
 FORMAT = "brats-checkpoint"
@@ -115,9 +115,9 @@ STATE_TYPES: dict[str, tuple[str, Any]] = {
               lambda v: isinstance(v, dict) and _is_ids(v.get("train", [])) and _is_ids(v.get("val", []))),
     "postprocess": ("a table of sizes or none", lambda v: v is None or (
         isinstance(v, dict) and isinstance(v.get("et_min_voxels", 0), int)
-        and isinstance(v.get("min_component_voxels", [0, 0, 0]), list)
-        and len(v.get("min_component_voxels", [0, 0, 0])) == 3
-        and all(isinstance(n, int) and n >= 0 for n in v.get("min_component_voxels", [0, 0, 0])))),
+        and isinstance(v.get("min_component_voxels", []), list)
+        and len(v.get("min_component_voxels", [])) <= MAX_REGIONS
+        and all(isinstance(n, int) and n >= 0 for n in v.get("min_component_voxels", [])))),
     "store": ("a path or none", lambda v: v is None or isinstance(v, str)),
     "store_params": ("a table", lambda v: isinstance(v, dict)),
     "epoch": ("a whole number of at least 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
@@ -155,7 +155,7 @@ def implied_inference(config: TrainConfig, window: tuple[int, int, int] | None =
     """How a model trained with `config` predicts whole volumes: its training patch as the window,
     at its resolution, with its validation overlap unless `window` or `overlap` say otherwise."""
     return InferenceConfig(window=window or config.patch_size, overlap=config.overlap if overlap is None else overlap,
-                           downsample=config.downsample, **options)
+                           downsample=config.downsample, task=config.task, regions=config.regions, **options)
 
 
 @dataclass(frozen=True)

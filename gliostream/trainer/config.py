@@ -17,7 +17,7 @@ from typing import Any
 from ..device_names import check_device_name
 from ..errors import ConfigError
 from ..inference_config import InferenceConfig, check_overlap
-from ..labels import REGIONS
+from ..tasks import ALL_REGIONS, regions_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -196,6 +196,7 @@ class LossConfig:
 
 IMAGE_CHANNELS = 4  # t1, t1ce, t2, flair (pipeline.naming.MODALITIES)
 MAX_BASE_CHANNELS, MAX_LEVELS = 256, 6  # bounds checked before a network is built (a checkpoint is input)
+MAX_REGIONS = 8
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class ModelConfig:
 
     network: str = "resunet"  # a name of `trainer.registry` (built in: the Res-UNet below)
     in_channels: int = 4
-    classes: int = 3  # one logit per region (WT, TC, ET); 4 softmax classes in brats 0.1 checkpoints
+    classes: int = 3  # one logit per region (set from TrainConfig.regions); 4 softmax classes in brats 0.1 checkpoints
     base_channels: int = 32
     levels: int = 4
     deep_supervision: int = 2  # heads at 1/2 and 1/4 resolution
@@ -221,8 +222,8 @@ class ModelConfig:
                               "of your own is added with gliostream.register_network before the config is made)")
         if self.in_channels != IMAGE_CHANNELS:
             raise ConfigError(f"model in-channels must be {IMAGE_CHANNELS} (the store's modalities), not {self.in_channels}")
-        if self.classes not in (len(REGIONS), len(REGIONS) + 1):
-            raise ConfigError(f"model classes must be {len(REGIONS)} (one per region: WT, TC, ET), not {self.classes}")
+        if not 1 <= self.classes <= MAX_REGIONS:
+            raise ConfigError(f"model classes must be one per region, 1 to {MAX_REGIONS}, not {self.classes}")
         if not 1 <= self.base_channels <= MAX_BASE_CHANNELS or not 2 <= self.levels <= MAX_LEVELS:
             raise ConfigError(f"model base-channels must lie in 1..{MAX_BASE_CHANNELS} and levels in 2..{MAX_LEVELS}, "
                               f"not {self.base_channels} and {self.levels}")
@@ -243,7 +244,7 @@ class StreamConfig:
 
     patch_size: tuple[int, int, int] = (96, 96, 96)
     tumour_fraction: float = 0.5
-    tumour_regions: tuple[str, ...] = tuple(REGIONS)
+    tumour_regions: tuple[str, ...] = ()  # the regions tumour patches centre on; () every region trained
     samples_per_volume: int = 8
     queue_length: int = 64
     batch_size: int = 4
@@ -256,10 +257,9 @@ class StreamConfig:
     def __post_init__(self) -> None:
         check_types(self, "stream")
         _at_least_one(self, "samples_per_volume", "queue_length", "batch_size")
-        if not self.tumour_regions or len(set(self.tumour_regions)) != len(self.tumour_regions) \
-                or not set(self.tumour_regions) <= set(REGIONS):
-            raise ConfigError(f"stream tumour-regions must be one or more of {', '.join(REGIONS)}, each once, "
-                              f"not {list(self.tumour_regions)}")
+        if len(set(self.tumour_regions)) != len(self.tumour_regions) or not set(self.tumour_regions) <= set(ALL_REGIONS):
+            raise ConfigError(f"stream tumour-regions must be regions of the task ({', '.join(ALL_REGIONS)}), each "
+                              f"once, not {list(self.tumour_regions)}")
         if self.workers < 0 or self.prefetch_batches < 0 or self.collate_threads < 0:
             raise ConfigError("workers, prefetch-batches and collate-threads must be 0 or more")
         if self.loader not in LOADERS:
@@ -297,6 +297,8 @@ class TrainConfig:
     overlap: float = InferenceConfig.overlap  # of the validation's sliding windows
     downsample: int = 1  # train and predict at 1/downsample resolution (2: 2 mm voxels)
     trackers: tuple[str, ...] = ()  # where each epoch's figures also go: "tensorboard", or a registered tracker
+    task: str = "GLI"  # the store's BraTS task (`tasks.TASKS`), recorded when training starts
+    regions: tuple[str, ...] = ()  # the regions trained: the task's that the store's labels hold (set at start)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -313,8 +315,13 @@ class TrainConfig:
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be a whole number of 0 or more, not {self.seed}")
         check_device_name(self.device)
-        if self.model.classes != len(REGIONS):
-            raise ConfigError(f"model classes must be {len(REGIONS)} (one per region: WT, TC, ET), not {self.model.classes}")
+        trained = regions_of(self.task, self.regions)  # ConfigError for a region the task lacks
+        if self.model.classes != len(trained):
+            raise ConfigError(f"model classes must be {len(trained)}, one per region trained "
+                              f"({', '.join(r.name for r in trained)}), not {self.model.classes}")
+        if self.regions and not set(self.stream.tumour_regions) <= {r.name for r in trained}:
+            raise ConfigError(f"stream tumour-regions {list(self.stream.tumour_regions)} must be regions trained "
+                              f"({', '.join(r.name for r in trained)})")
         if not self.store or not self.out:
             raise ConfigError("store and out must name folders")
         divisor, patch = self.model.divisor, self.stream.patch_size

@@ -26,12 +26,13 @@ from ..errors import CheckpointError, ConfigError, TrainingDiverged, shortened
 from ..faults import fault_point
 from ..files import check_output, folder_lock
 from ..inference import predict_labels
-from ..labels import REGIONS
 from ..metrics import region_dice
 from ..regions import region_targets
 from ..store.reader import labelled_case_ids, read_store_attrs
 from ..store.stale import warn_stale
 from ..store.volumes import iterate_volumes
+from ..tasks import regions_of
+from ..tasks import task as task_named
 from . import ddp
 from .augment import BatchAugmenter
 from .checkpoint import Checkpoint, implied_inference, read_checkpoint, save_checkpoint
@@ -44,6 +45,7 @@ from .seeds import AUGMENT, INIT, derive_seed
 from .split import Split, split_cases
 from .step_timing import PHASES, StepTimes
 from .stream import PatchBatch, PatchStream
+from .task_regions import with_checkpoint_regions, with_task_regions
 from .tracking import Tracker, open_trackers
 from .train_log import plot_curves, write_log
 
@@ -162,6 +164,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, runtime: ddp.Runtime, split: Split, step_times: bool = False) -> None:
         self.config, self.runtime, self.split = config, runtime, split
+        self.regions = regions_of(config.task, config.regions)
         self.timer = StepTimes(runtime.device, step_times)
         self.store_params = read_store_attrs(config.store).to_attrs()
         device = runtime.device
@@ -175,7 +178,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.best: tuple[float, int] | None = None
-        self.postprocessing = configured(config.postprocess)  # then chosen at each validation
+        self.postprocessing = configured(config.postprocess, self.regions)  # then chosen at each validation
         self.plan = step_plan(config, runtime.world_size)
         self.net = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
                     if runtime.distributed else self.model)
@@ -286,7 +289,7 @@ class Trainer:
         image = batch.image.to(device, non_blocking=True).float()
         label = batch.label.to(device, non_blocking=True).long()
         image, label = self.augmenter(image, label)
-        targets = region_targets(label)
+        targets = region_targets(label, self.regions)
         if cfg.downsample > 1:
             image = F.avg_pool3d(image, cfg.downsample)
             targets = F.avg_pool3d(targets, cfg.downsample)  # the share of each coarse voxel in a region
@@ -341,14 +344,15 @@ class Trainer:
             prediction = predict_labels(self.model, volume.image, inference, self.runtime.device).numpy()
             pairs.append((prediction, volume.label.numpy()))
         self.model.train()
-        choice = choose_postprocessing(pairs, cfg.postprocess)
+        choice = choose_postprocessing(pairs, cfg.postprocess, task_named(cfg.task).lesion_rules, self.regions)
         self.postprocessing = choice.postprocessing
+        names = [r.name for r in self.regions]
         out = {f"dice_{r}": v for r, v in choice.dice.items()}
-        out["dice_mean"] = sum(out[f"dice_{r}"] for r in REGIONS) / len(REGIONS)
-        raw = [region_dice(p, r) for p, r in pairs]
-        out.update({f"dice_{r}_raw": float(np.mean([d[r] for d in raw])) for r in REGIONS})
+        out["dice_mean"] = sum(out[f"dice_{r}"] for r in names) / len(names)
+        raw = [region_dice(p, r, self.regions) for p, r in pairs]
+        out.update({f"dice_{r}_raw": float(np.mean([d[r] for d in raw])) for r in names})
         out.update({f"lw_dice_{r}": v for r, v in choice.lesion_dice.items()})
-        out.update({f"min_voxels_{r}": v for r, v in zip(REGIONS, self.postprocessing.min_component_voxels, strict=True)})
+        out.update({f"min_voxels_{r}": v for r, v in zip(names, self.postprocessing.sizes(len(names)), strict=True)})
         out["et_min_voxels"] = self.postprocessing.et_min_voxels
         out["postprocess_searched"] = int(choice.searched)
         return out
@@ -367,6 +371,7 @@ def run_training(config: TrainConfig, resume: str | Path | None = None, progress
     config = dataclasses.replace(config, store=str(Path(config.store).absolute()), out=str(out))  # as recorded
     checkpoint = read_checkpoint(resume) if resume else None
     if checkpoint is not None:
+        config = with_checkpoint_regions(config, checkpoint.config)
         checkpoint.check_resumable(config)
     runtime = ddp.start(config.device)
     try:
@@ -385,6 +390,7 @@ def _locked_run(config: TrainConfig, out: Path, runtime: ddp.Runtime, checkpoint
     else:
         split = split_cases(config.store, config.val_fraction, config.split_file, config.seed, config.folds,
                             config.fold)
+        config = with_task_regions(config)
         if not overwrite and any((out / name).exists() for name in (LAST, BEST)):
             raise ConfigError(f"{out}: holds another run ({LAST}); continue it with --resume {out / LAST}, "
                               "replace it with --overwrite, or give another --out")
@@ -497,13 +503,15 @@ def _save(trainer: Trainer, out: Path, improved: bool, augmenters: list[dict[str
     save_checkpoint(out / LAST, state)
     if improved:
         save_checkpoint(out / BEST, state)
-    write_log(out / LOG_CSV, trainer.history)
+    names = tuple(r.name for r in trainer.regions)
+    write_log(out / LOG_CSV, trainer.history, names)
     plot_curves(out / CURVES, trainer.history, loss_label(trainer.config.loss.kind),
-                trainer.best[1] if trainer.best and trainer.split.val else None)
+                trainer.best[1] if trainer.best and trainer.split.val else None, names)
 
 
 def _summary(row: dict[str, Any], epochs: int) -> str:
-    dice = (f"Dice WT {row['dice_wt']:.3f} TC {row['dice_tc']:.3f} ET {row['dice_et']:.3f} mean {row['dice_mean']:.3f}"
+    regions = [k.removeprefix("dice_") for k in row if k.startswith("dice_") and k.count("_") == 1 and k != "dice_mean"]
+    dice = ("Dice " + " ".join(f"{r.upper()} {row[f'dice_{r}']:.3f}" for r in regions) + f" mean {row['dice_mean']:.3f}"
             if "dice_mean" in row else "no validation")
     gpu = (f", peak GPU {row['peak_gpu_mib']:.0f} MiB allocated, {row['peak_gpu_reserved_mib']:.0f} MiB reserved"
            if row.get("peak_gpu_mib") is not None else "")

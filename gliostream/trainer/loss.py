@@ -40,7 +40,7 @@ def soft_dice_loss(probabilities: torch.Tensor, targets: torch.Tensor, smooth: f
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """The region soft Dice alone (brats 0.1's objective)."""
-    return soft_dice_loss(region_probabilities(logits), targets, batch_dice=config.batch_dice)
+    return soft_dice_loss(region_probabilities(logits, targets.shape[1]), targets, batch_dice=config.batch_dice)
 
 
 def dice_bce_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig) -> torch.Tensor:
@@ -49,7 +49,7 @@ def dice_bce_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfi
 
 
 def region_loss(logits: torch.Tensor, targets: torch.Tensor, config: LossConfig = LossConfig()) -> torch.Tensor:
-    """The objective at one resolution: (B, 3, ...) region logits against (B, 3, ...) soft region
+    """The objective at one resolution: (B, R, ...) region logits against (B, R, ...) soft region
     targets, by the loss the config names."""
     return LOSS_FUNCTIONS[config.kind][0](logits, targets, config)
 
@@ -72,8 +72,8 @@ def deep_supervision_loss(outputs: torch.Tensor | Sequence[torch.Tensor], target
     """1.0·L(full) + 0.5·L(1/2) + 0.25·L(1/4), halving on for every further head (fewer terms if
     fewer heads): every output the model gives is trained.
 
-    `targets` are (B, 3, ...) region masks (`region_targets`, soft where the input was pooled)
-    or (B, ...) integer store labels.
+    `targets` are (B, R, ...) region masks (`region_targets`, soft where the input was pooled)
+    or (B, ...) integer store labels of WT, TC and ET.
     """
     if isinstance(outputs, torch.Tensor):
         outputs = [outputs]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..regions import region_targets
+from ..tasks import regions_of
 from .config import TrainConfig
 from .loss import deep_supervision_loss
 from .registry import build_network
@@ -65,7 +66,8 @@ def _saved_bytes(config: TrainConfig, side: int, amp: bool) -> tuple[int, int]:
     torch.manual_seed(0)
     model = build_network(config.model).train()
     image = torch.randn(1, config.model.in_channels, side, side, side)
-    targets = region_targets(torch.randint(0, 4, (1, side, side, side)))
+    regions = regions_of(config.task, config.regions)
+    targets = region_targets(torch.randint(0, 5, (1, side, side, side)), regions)
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..labels import REGIONS
+from ..labels import LEGACY_REGIONS, Region
 from ..lesionwise import CHALLENGES, LesionRules, lesion_dice
 from ..metrics import dice, region_mask
-from ..regions import Postprocessing
+from ..regions import Postprocessing, Regions
 from .config import PostprocessConfig
 
 # Candidate minimum ET totals in voxels of the stored (1 mm) grid; nnU-Net searched 0-750, the
@@ -29,12 +29,14 @@ ET_THRESHOLDS = (0, 50, 100, 200, 300, 500, 750, 1000)
 COMPONENT_THRESHOLDS = (0, 10, 25, 50, 100, 200, 350, 500, 1000, 2000)
 
 
-def configured(config: PostprocessConfig) -> Postprocessing:
-    """The rule a run starts from and falls back to."""
-    return Postprocessing(tuple(int(v) for v in config.min_component_voxels), int(config.et_min_voxels))  # type: ignore[arg-type]
+def configured(config: PostprocessConfig, regions: Regions = LEGACY_REGIONS) -> Postprocessing:
+    """The rule a run starts from and falls back to: the configured WT, TC and ET sizes for those
+    regions, 0 (nothing removed) for the others a task has."""
+    sizes = dict(zip(("wt", "tc", "et"), config.min_component_voxels, strict=True))
+    return Postprocessing(tuple(int(sizes.get(r.name, 0)) for r in regions), int(config.et_min_voxels))
 
 
-def region_scores(labels: np.ndarray, reference: np.ndarray, region: str,
+def region_scores(labels: np.ndarray, reference: np.ndarray, region: Region,
                   rules: LesionRules = CHALLENGES["GLI"]) -> tuple[float, float]:
     """(legacy Dice, lesion-wise Dice) of one region between two store-label volumes."""
     p, r = region_mask(labels, region), region_mask(reference, region)
@@ -42,20 +44,22 @@ def region_scores(labels: np.ndarray, reference: np.ndarray, region: str,
 
 
 class CaseScores:
-    """Per validation case and rule, the score the choice maximises: the mean over WT, TC and ET
-    of legacy and lesion-wise Dice. Scores are cached (labels would not fit in memory): the
-    searches and their leave-one-out repeats ask for the same (case, rule) pairs many times."""
+    """Per validation case and rule, the score the choice maximises: the mean over the regions
+    (WT, TC, ET, ...) of legacy and lesion-wise Dice. Scores are cached (labels would not fit in
+    memory): the searches and their leave-one-out repeats ask for the same (case, rule) pairs many times."""
 
-    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules: LesionRules) -> None:
-        self.pairs, self.rules = list(pairs), rules
+    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], rules: LesionRules,
+                 regions: Regions = LEGACY_REGIONS) -> None:
+        self.pairs, self.rules, self.region_list = list(pairs), rules, regions
         self._regions: dict[tuple[int, Postprocessing], dict[str, tuple[float, float]]] = {}
 
     def regions(self, case: int, rule: Postprocessing) -> dict[str, tuple[float, float]]:
         """Region -> (legacy Dice, lesion-wise Dice) of the case under `rule`."""
         key = (case, rule)
         if key not in self._regions:
-            labels, reference = rule.apply(self.pairs[case][0]), self.pairs[case][1]
-            self._regions[key] = {region: region_scores(labels, reference, region, self.rules) for region in REGIONS}
+            labels, reference = rule.apply(self.pairs[case][0], self.region_list), self.pairs[case][1]
+            self._regions[key] = {region.name: region_scores(labels, reference, region, self.rules)
+                                  for region in self.region_list}
         return self._regions[key]
 
     def score(self, case: int, rule: Postprocessing) -> float:
@@ -70,11 +74,13 @@ class PostprocessChoice:
     lesion_dice: dict[str, float] = field(default_factory=dict)  # region -> mean lesion-wise Dice, out of fit
     held_out: list[Postprocessing] = field(default_factory=list)  # per case, the rule chosen on the others
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)
+    regions: Regions = LEGACY_REGIONS
 
     @property
     def labels(self) -> list[np.ndarray]:
         """Each case postprocessed by the rule chosen on the others (computed when asked)."""
-        return [rule.apply(prediction) for rule, prediction in zip(self.held_out, self.predictions, strict=True)]
+        return [rule.apply(prediction, self.regions)
+                for rule, prediction in zip(self.held_out, self.predictions, strict=True)]
 
 
 def _may_search(config: PostprocessConfig, cases: int) -> bool:
@@ -88,17 +94,19 @@ def _supported(scores: CaseScores, cases: Sequence[int], candidate: Postprocessi
 
 
 def _search(scores: CaseScores, cases: Sequence[int], config: PostprocessConfig) -> Postprocessing:
-    """Per region in turn (WT, TC, ET), then the ET total: the best candidate by mean score, kept
+    """Per region in turn (WT, TC, ET, ...), then the ET total: the best candidate by mean score, kept
     only where it beats the rule so far by the margin (ties go to the smaller size)."""
-    current = configured(config)
+    current = configured(config, scores.region_list)
     if not _may_search(config, len(cases)):
         return current
-    for index in range(len(REGIONS)):
+    for index in range(len(scores.region_list)):
         def with_size(size: int, rule: Postprocessing = current, i: int = index) -> Postprocessing:
-            sizes = list(rule.min_component_voxels)
+            sizes = list(rule.sizes(len(scores.region_list)))
             sizes[i] = size
             return dataclasses.replace(rule, min_component_voxels=tuple(sizes))
         current = _best(scores, cases, [with_size(t) for t in COMPONENT_THRESHOLDS], current, config.margin)
+    if "et" not in {r.name for r in scores.region_list}:
+        return current
     candidates = [dataclasses.replace(current, et_min_voxels=t) for t in ET_THRESHOLDS]
     return _best(scores, cases, candidates, current, config.margin)
 
@@ -112,18 +120,20 @@ def _best(scores: CaseScores, cases: Sequence[int], candidates: list[Postprocess
 
 def choose_postprocessing(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
                           config: PostprocessConfig = PostprocessConfig(),
-                          rules: LesionRules = CHALLENGES["GLI"]) -> PostprocessChoice:
+                          rules: LesionRules = CHALLENGES["GLI"], regions: Regions = LEGACY_REGIONS
+                          ) -> PostprocessChoice:
     """The rule for (prediction, reference) store-label pairs of the validation cases, and its
     out-of-fit scores: each case postprocessed by the rule chosen on the other cases."""
     if not pairs:
-        return PostprocessChoice(configured(config), False)
-    scores = CaseScores(pairs, rules)
+        return PostprocessChoice(configured(config, regions), False, regions=regions)
+    scores = CaseScores(pairs, rules, regions)
     everyone = list(range(len(pairs)))
     chosen = _search(scores, everyone, config)
     searched = _may_search(config, len(pairs))
     held_out = [_search(scores, [c for c in everyone if c != case], config) if searched else chosen
                 for case in everyone]
     per_case = [scores.regions(case, rule) for case, rule in zip(everyone, held_out, strict=True)]
-    legacy = {r: float(np.mean([s[r][0] for s in per_case])) for r in REGIONS}
-    lesion = {r: float(np.mean([s[r][1] for s in per_case])) for r in REGIONS}
-    return PostprocessChoice(chosen, searched, legacy, lesion, held_out, [prediction for prediction, _ in pairs])
+    legacy = {r.name: float(np.mean([s[r.name][0] for s in per_case])) for r in regions}
+    lesion = {r.name: float(np.mean([s[r.name][1] for s in per_case])) for r in regions}
+    return PostprocessChoice(chosen, searched, legacy, lesion, held_out, [prediction for prediction, _ in pairs],
+                             regions)

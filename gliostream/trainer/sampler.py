@@ -15,7 +15,7 @@ import torch
 import torchio as tio
 
 from ..geometry import shifted_affine
-from ..labels import REGIONS
+from ..tasks import ALL_REGIONS
 from .subjects import LOCATIONS_KEY, ORIGIN_KEY, STORED_SHAPE_KEY
 
 TUMOUR_CENTRED = "tumour_centred"
@@ -54,7 +54,7 @@ class TumourSampler(tio.data.PatchSampler):
     """
 
     def __init__(self, patch_size: Sequence[int], tumour_fraction: float = 0.5,
-                 regions: Sequence[str] = tuple(REGIONS), seed: int = 0) -> None:
+                 regions: Sequence[str] = ALL_REGIONS, seed: int = 0) -> None:
         super().__init__(tuple(patch_size))
         self.tumour_fraction = tumour_fraction
         self.regions = tuple(regions)

@@ -14,6 +14,7 @@ import torch
 import torchio as tio
 
 from ..files import keep_freed_memory
+from ..tasks import ALL_REGIONS
 from .config import StreamConfig
 from .patch_queue import StoreQueue
 from .sampler import START, TUMOUR_CENTRED, TumourSampler
@@ -63,7 +64,7 @@ class PatchStream:
         self.pin_memory = pin_memory
         if config.reuse_memory:
             keep_freed_memory()
-        sampler = TumourSampler(config.patch_size, config.tumour_fraction, config.tumour_regions, seed)
+        sampler = TumourSampler(config.patch_size, config.tumour_fraction, config.tumour_regions or ALL_REGIONS, seed)
         self.queue = StoreQueue(store_subjects_dataset(root, case_ids, config.patch_size), max_length=config.queue_length,
                                 samples_per_volume=config.samples_per_volume, sampler=sampler,
                                 num_workers=config.workers, seed=seed, rank=rank, world_size=world_size,

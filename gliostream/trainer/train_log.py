@@ -8,26 +8,35 @@ from typing import Any
 
 from ..files import replaced_on_success
 
+
 # Validation Dice (legacy and lesion-wise) is out of fit: each case postprocessed by the rule chosen
 # on the other validation cases; the *_raw columns without postprocessing.
-LOG_COLUMNS = ["epoch", "train_loss", "dice_wt", "dice_tc", "dice_et", "dice_mean",
-               "dice_wt_raw", "dice_tc_raw", "dice_et_raw", "lw_dice_wt", "lw_dice_tc", "lw_dice_et",
-               "min_voxels_wt", "min_voxels_tc", "min_voxels_et", "et_min_voxels", "postprocess_searched",
-               "lr", "grad_norm_p50", "grad_norm_p99", "grad_norm_max", "clipped_share", "updates", "patches",
-               "patches_per_s", "data_wait", "peak_gpu_mib", "peak_gpu_reserved_mib", "seconds"]
+def log_columns(regions: tuple[str, ...] = ("wt", "tc", "et")) -> list[str]:
+    """The CSV's columns for a run training these regions."""
+    def each(pattern: str) -> list[str]:
+        return [pattern.format(r) for r in regions]
+    return (["epoch", "train_loss", *each("dice_{}"), "dice_mean", *each("dice_{}_raw"), *each("lw_dice_{}"),
+             *each("min_voxels_{}"), "et_min_voxels", "postprocess_searched", "lr", "grad_norm_p50", "grad_norm_p99",
+             "grad_norm_max", "clipped_share", "updates", "patches", "patches_per_s", "data_wait", "peak_gpu_mib",
+             "peak_gpu_reserved_mib", "seconds"])
 
 
-def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+LOG_COLUMNS = log_columns()
+REGION_COLOURS = {"wt": "tab:green", "tc": "goldenrod", "et": "tab:red", "rc": "tab:blue", "cc": "tab:cyan",
+                  "gtv": "tab:green"}
+
+
+def write_log(path: Path, rows: list[dict[str, Any]], regions: tuple[str, ...] = ("wt", "tc", "et")) -> None:
     """Rewrite the whole CSV (atomic rename) from the history kept in the checkpoint."""
     with replaced_on_success(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=log_columns(regions), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
 def plot_curves(path: Path, rows: list[dict[str, Any]], loss_name: str = "region Dice + BCE",
-                best_epoch: int | None = None) -> None:
-    """Training loss with the lr, and validation Dice (WT, TC, ET, mean; lesion-wise mean dashed),
+                best_epoch: int | None = None, regions: tuple[str, ...] = ("wt", "tc", "et")) -> None:
+    """Training loss with the lr, and validation Dice (each region, mean; lesion-wise mean dashed),
     on one epoch axis; the best epoch (best.pt) marked."""
     import matplotlib
 
@@ -44,14 +53,13 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], loss_name: str = "region
     ax_lr.set_ylabel("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     validated = [r for r in rows if r.get("dice_mean") not in (None, "")]
-    shown = (("dice_wt", "WT", "tab:green"), ("dice_tc", "TC", "goldenrod"), ("dice_et", "ET", "tab:red"),
-             ("dice_mean", "mean", "black"))
-    for key, name, color in shown:
+    shown = [(f"dice_{r}", r.upper(), REGION_COLOURS.get(r, "tab:olive")) for r in regions]
+    for key, name, color in [*shown, ("dice_mean", "mean", "black")]:
         ax_dice.plot([r["epoch"] for r in validated], [r[key] for r in validated], marker=".", label=name, color=color)
-    lesionwise = [r for r in validated if all(r.get(f"lw_dice_{k}") not in (None, "") for k in ("wt", "tc", "et"))]
+    lesionwise = [r for r in validated if all(r.get(f"lw_dice_{k}") not in (None, "") for k in regions)]
     if lesionwise:
         ax_dice.plot([r["epoch"] for r in lesionwise],
-                     [sum(r[f"lw_dice_{k}"] for k in ("wt", "tc", "et")) / 3 for r in lesionwise],
+                     [sum(r[f"lw_dice_{k}"] for k in regions) / len(regions) for r in lesionwise],
                      marker=".", color="black", linestyle="--", label="lesion-wise mean")
     if best_epoch is not None:
         for ax in (ax_loss, ax_dice):
