@@ -15,7 +15,7 @@ Per label group of the task (its bundled config's groups):
 
 Checked against `BraTS-evaluation` 0.0.10 itself (tests/data/official_reference.json, made by
 bench/official_reference.py). We compute it rather than depend on panoptica, which pins numpy < 2.3,
-pandas < 3 and cc3d < 4 (bench/official_speed.py measures both).
+pandas < 3 and cc3d < 4 (bench/official.py times both, side by side).
 """
 
 from __future__ import annotations
