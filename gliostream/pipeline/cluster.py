@@ -86,8 +86,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
             client.close()
         return
     n = workers or default_workers()
+    # The worker processes' own logs stay quiet: a case's failure reaches the report through its
+    # task, and at shutdown a worker may log a heartbeat to the closed scheduler as an ERROR.
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
     client = Client(cluster)
     log.debug("local Dask cluster with %d workers", n)
     try:
