@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from .surface import border_distances, border_nsd, pooled_hd95
+from .surface import border_distances, border_nsd, joint_box, pooled_hd95
 
 GROUPS: dict[str, dict[str, tuple[int, ...]]] = {
     "gli": {"snfh": (2,), "et": (3,), "netc": (1,), "rc": (4,), "tc": (1, 3), "wt": (1, 2, 3)},
@@ -101,22 +101,11 @@ def _lesionwise(ref_cc: np.ndarray, pred_cc: np.ndarray, matches: list[tuple[int
     return scores
 
 
-def _work_box(reference: np.ndarray, prediction: np.ndarray) -> tuple[slice, ...]:
-    """The masks' joint bounding box padded by 2 voxels (the whole volume when both are empty)."""
-    union = reference | prediction
-    box = []
-    for axis in range(union.ndim):
-        hit = np.flatnonzero(union.any(axis=tuple(x for x in range(union.ndim) if x != axis)))
-        if hit.size == 0:
-            return tuple(slice(0, n) for n in union.shape)
-        box.append(slice(max(int(hit[0]) - 2, 0), min(int(hit[-1]) + 3, union.shape[axis])))
-    return tuple(box)
-
-
 def group_scores(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     """The official measures (MEASURES) of one label group, from its two boolean masks."""
-    box = _work_box(reference, prediction)
-    reference, prediction = reference[box], prediction[box]
+    box = joint_box(reference, prediction, 2)  # both empty: nothing to crop, the counts are all 0
+    if box is not None:
+        reference, prediction = reference[box], prediction[box]
     ref_cc, n_ref = cc3d.connected_components(reference, connectivity=26, return_N=True)
     pred_cc, n_pred = cc3d.connected_components(prediction, connectivity=26, return_N=True)
     n_ref, n_pred = int(n_ref), int(n_pred)

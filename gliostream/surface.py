@@ -41,7 +41,8 @@ def _area_table(spacing: tuple[float, float, float]) -> np.ndarray:
     return create_table_neighbour_code_to_surface_area(spacing)
 
 
-def _joint_box(a: np.ndarray, b: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+def joint_box(a: np.ndarray, b: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The bounding box of `a | b` grown by `margin` voxels, clipped to the array; None when both are empty."""
     union = a | b
     box = []
     for axis in range(union.ndim):
@@ -55,7 +56,7 @@ def _joint_box(a: np.ndarray, b: np.ndarray, margin: int) -> tuple[slice, ...] |
 def surfel_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> Surfels:
     """DeepMind's `compute_surface_distances(a, b, spacing)`, unsorted, for two boolean 3D masks."""
     spacing3 = tuple(float(s) for s in spacing)
-    box = _joint_box(a, b, 0)
+    box = joint_box(a, b, 0)
     if box is None:
         empty = np.zeros(0)
         return Surfels(empty, empty, empty, empty)
@@ -113,7 +114,7 @@ def border_distances(reference: np.ndarray, prediction: np.ndarray,
     """(reference border -> prediction border, prediction border -> reference border) distances in
     mm, panoptica's `_surface_distance_pair`: a border voxel is one its 6-connected erosion (with
     the outside of the volume as background) removes. Both masks must be non-empty."""
-    box = _joint_box(reference, prediction, 1)
+    box = joint_box(reference, prediction, 1)
     assert box is not None
     sampling = tuple(float(s) for s in spacing)
     ref, pred = reference[box], prediction[box]

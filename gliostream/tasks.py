@@ -29,7 +29,6 @@ class Task:
     regions: tuple[Region, ...]
     evaluation: str  # the BraTS-evaluation config of its official metrics (`official.GROUPS`)
     lesion_rules: LesionRules  # the BraTS 2023 lesion-wise rules
-    enhancing: str | None = "et"  # the region relabelled when too small (postprocessing); None: none
     scored: tuple[str, ...] = ("wt", "tc", "et")  # the regions of the legacy and 2023 lesion-wise metrics
 
     @property
@@ -37,9 +36,6 @@ class Task:
         """The regions the legacy and lesion-wise 2023 families score (WT, TC, ET as those
         evaluations defined them); the official family scores every label group."""
         return self.select(self.scored)
-
-    def region(self, name: str) -> Region:
-        return next(r for r in self.regions if r.name == name)
 
     def select(self, names: tuple[str, ...]) -> tuple[Region, ...]:
         """The task's regions of these names, in the task's order."""
@@ -64,7 +60,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "ped", CHALLENGES["PED"]),
     Task("MEN", "meningioma, pre-operative", dict(_GLIOMA_LABELS), (_WT, _TC, _ET), "MenPre", CHALLENGES["MEN"]),
     Task("MEN-RT", "meningioma radiotherapy (gross tumour volume)", {1: "GTV"},
-         (Region("gtv", (1,), 1, None, "gross tumour volume"),), "MenRT", CHALLENGES["MEN"], enhancing=None,
+         (Region("gtv", (1,), 1, None, "gross tumour volume"),), "MenRT", CHALLENGES["MEN"],
          scored=("gtv",)),
     Task("SSA", "glioma, sub-Saharan Africa", dict(_GLIOMA_LABELS), (_WT, _TC, _ET), "gli", CHALLENGES["SSA"]),
     Task("GOAT", "generalisability across tumours", dict(_GLIOMA_LABELS), (_WT, _TC, _ET), "GoAT", CHALLENGES["GLI"]),
