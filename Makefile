@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up, then run the pipeline end to end on generated data) and `make test`.
+# Quick start: `make demo` (set up, then run the pipeline end to end on generated data, export the model
+# and predict with the export) and `make test`.
 PYTHON ?= python3
 # The CPU build of torch; for a GPU, install your CUDA build of torch into .venv first, or set TORCH.
 TORCH ?= torch==2.13.0
@@ -26,7 +27,8 @@ demo: setup
 	$(BIN)/brats ingest $(DATA)/raw --out $(DATA)/store
 	$(BIN)/brats train --config configs/demo.toml --store $(DATA)/store --out $(DATA)/run --overwrite
 	$(BIN)/brats score --ckpt $(DATA)/run/best.pt --out $(DATA)/run/final_scores.csv --figures $(DATA)/run/figures
-	$(BIN)/brats predict $(DATA)/raw $(DATA)/run/predictions --ckpt $(DATA)/run/best.pt --overwrite
+	$(BIN)/brats export $(DATA)/run/best.pt $(DATA)/run/exported --overwrite
+	$(BIN)/brats predict $(DATA)/raw $(DATA)/run/predictions --ckpt $(DATA)/run/exported --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q

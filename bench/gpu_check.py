@@ -22,6 +22,8 @@ what it measured. A check that fails is reported as FAILED with its error and th
  8. one training micro-step (forward, backward, AdamW) of the full model, timed with
     `channels_last_3d` off and on, and `torch.compile` off and on;
  9. sliding-window inference seconds per case, without and with TTA.
+10. `brats predict` of the real cases on a Dask worker holding the Dask resource GPU=1 (the
+    `dask worker --resources GPU=1` recipe) against this process: seconds per case, same labels.
 With `--device cpu` every check runs at toy size (to test this script without a GPU);
 `--dry-run` also uses generated cases when `--raw` is absent, and shortens every check.
 """
@@ -248,6 +250,32 @@ def inference_speed(store: Path, ckpt: Path, device: str, cases: int) -> None:
            "; ".join(timings))
 
 
+def dask_gpu_worker(raw: Path, work: Path, ckpt: Path, device: str, cases: int) -> None:
+    import nibabel as nib
+    from distributed import LocalCluster
+
+    from gliostream.scoring.predict import run_prediction
+    from gliostream.scoring.settings import PredictConfig
+
+    folder = work / "predict-raw"
+    folder.mkdir(exist_ok=True)
+    for case in sorted(p for p in raw.iterdir() if p.is_dir())[:cases]:
+        (folder / case.name).symlink_to(case.resolve())
+    here = run_prediction(PredictConfig(out=str(work / "p-here"), ckpt=(str(ckpt),), inputs=str(folder), device=device,
+                                        engine="torch"), progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      resources={"GPU": 1}) as cluster:
+        spread = run_prediction(PredictConfig(out=str(work / "p-dask"), ckpt=(str(ckpt),), inputs=str(folder),
+                                              device=device, engine="torch", scheduler=cluster.scheduler_address),
+                                progress=False)
+    same = all(np.array_equal(np.asarray(nib.load(f).dataobj), np.asarray(nib.load(work / "p-dask" / f.name).dataobj))
+               for f in sorted((work / "p-here").glob("*.nii.gz")))
+    report(f"10. brats predict on a Dask worker with resources GPU=1 ({len(here.written)} cases)",
+           f"this process {here.seconds / max(len(here.written), 1):.2f} s per case, the worker "
+           f"{spread.seconds / max(len(spread.written), 1):.2f} s per case (with its start and model load); "
+           f"labels {'identical' if same else 'DIFFERENT'}")
+
+
 def reference_recipe(store: Path, work: Path, base: TrainConfig, minutes: float) -> Path:
     """The reference recipe with the default augmentation, trained on the largest site's cases and
     scored on every other site's (bench/real.py's `sites` fold): Dice per institution group."""
@@ -323,6 +351,7 @@ def main() -> None:
         if best is not None:
             guarded("4. sliding window fp32 vs autocast", bf16_inference, store, best, args.device)
             guarded("9. sliding-window inference", inference_speed, store, best, args.device, 3 if gpu else 1)
+            guarded("10. predict on a Dask GPU worker", dask_gpu_worker, raw, work, best, args.device, 4 if gpu else 2)
         else:
             report("4, 9. inference checks", "skipped: check 7 wrote no checkpoint")
 

@@ -1,4 +1,4 @@
-"""gliostream: fast 3D brain-tumour segmentation on BraTS (ingest, train, score, predict); its command is `brats`.
+"""gliostream: fast 3D brain-tumour segmentation on BraTS (ingest, train, score, predict, export); its command is `brats`.
 
 The public Python API is what `__all__` names: each stage's entry point, its config and its
 result, the store's readers, the training patch stream, checkpoints, and segmenting a volume
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -32,6 +32,8 @@ _EXPORTS = {
     "ScoreConfig": "scoring.run", "ScoreResult": "scoring.run", "run_scoring": "scoring.run",
     "PredictConfig": "scoring.predict", "PredictResult": "scoring.predict", "run_prediction": "scoring.predict",
     "InferenceConfig": "inference_config", "Segmenter": "scoring.segment", "load_segmenter": "scoring.segment",
+    # deploying: exported models (ONNX, TorchScript)
+    "ExportConfig": "scoring.export", "ExportResult": "scoring.export", "run_export": "scoring.export",
     # errors (every one a BratsError with a one-line message)
     "BratsError": "errors", "ConfigError": "errors", "InvalidCaseError": "errors", "StoreError": "errors",
     "CheckpointError": "errors", "OutputError": "errors", "TrainingDiverged": "errors",

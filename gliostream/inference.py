@@ -8,6 +8,11 @@ and only region probabilities (`regions.region_probabilities`) are accumulated. 
 trained at 1/`downsample` resolution sees the average-pooled volume, and its probabilities
 are upsampled trilinearly; an ensemble averages its members' probabilities; labels are the
 nested decoding of the probabilities, then the postprocessing chosen in training.
+
+A network is a torch module (its logits become region probabilities here) or a
+`ProbabilityModel`: any callable from a batch of windows to their region probabilities, such as
+an ONNX Runtime or OpenVINO session of an exported model (`scoring/engines.py`); both go through
+the same windows, weights, mirrorings and ensemble mean.
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ from torch import nn
 from .devices import cuda_autocast_dtype
 from .inference_config import InferenceConfig
 from .regions import Postprocessing, decode_regions, region_probabilities
+
+
+class ProbabilityModel:
+    """A network that is not a torch module: (N, C, *window) float32 windows -> (N, R, *window)
+    float32 region probabilities, on the windows' device (the engines' sessions)."""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+Network = nn.Module | ProbabilityModel
 
 
 def gaussian_weights(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -51,7 +67,7 @@ def _mirrorings(tta: bool) -> list[tuple[int, ...]]:
 
 
 @torch.no_grad()
-def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: InferenceConfig,
+def sliding_window_probabilities(model: Network, image: torch.Tensor, config: InferenceConfig,
                                  device: torch.device | str) -> torch.Tensor:
     """Region probabilities (3, x, y, z) float32 on `device` for one (channels, x, y, z) volume, at
     the volume's own resolution."""
@@ -77,9 +93,12 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
         batch = torch.stack([padded[(slice(None), *sl)] for sl in slices])
         probs: torch.Tensor | None = None
         for axes in mirrorings:
-            with autocast:
-                logits = model(batch.flip(axes) if axes else batch)
-            p = region_probabilities(logits, len(config.region_specs))
+            windows = batch.flip(axes) if axes else batch
+            if isinstance(model, ProbabilityModel):
+                p = model(windows)
+            else:
+                with autocast:
+                    p = region_probabilities(model(windows), len(config.region_specs))
             p = p.flip(axes) if axes else p
             probs = p if probs is None else probs + p
         assert probs is not None
@@ -95,11 +114,11 @@ def sliding_window_probabilities(model: nn.Module, image: torch.Tensor, config: 
     return total[(slice(None), *crop)]
 
 
-def predict_probabilities(models: nn.Module | Sequence[nn.Module], image: torch.Tensor, config: InferenceConfig,
+def predict_probabilities(models: Network | Sequence[Network], image: torch.Tensor, config: InferenceConfig,
                           device: torch.device | str) -> torch.Tensor:
     """Region probabilities (3, x, y, z) on `device`: the mean over the models (an ensemble), each
     by sliding window at the models' resolution, upsampled to the volume's."""
-    models = [models] if isinstance(models, nn.Module) else list(models)
+    models = [models] if isinstance(models, (nn.Module, ProbabilityModel)) else list(models)
     device = torch.device(device)
     image = image.to(device, non_blocking=True).float()
     shape = image.shape[1:]
@@ -116,7 +135,7 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], image: torch.
     return total
 
 
-def predict_labels(models: nn.Module | Sequence[nn.Module], image: torch.Tensor, config: InferenceConfig,
+def predict_labels(models: Network | Sequence[Network], image: torch.Tensor, config: InferenceConfig,
                    device: torch.device | str, postprocessing: Postprocessing = Postprocessing()) -> torch.Tensor:
     """Store labels (x, y, z) uint8 on CPU: nested decoding of the (ensemble's) region probabilities,
     then the postprocessing (none by default)."""

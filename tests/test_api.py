@@ -39,7 +39,7 @@ def test_every_public_name_resolves_and_torch_waits_until_needed():
 
 def test_readme_python_examples_run_and_segment_as_predict_does(tmp_path, monkeypatch):
     blocks = readme_python_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
@@ -51,6 +51,7 @@ def test_readme_python_examples_run_and_segment_as_predict_does(tmp_path, monkey
     assert labels.dtype == np.uint8 and labels.shape == written.shape
     assert np.array_equal(labels, np.asanyarray(written.dataobj)), "in-memory segmentation differs from predict's"
     assert set(np.unique(labels)) <= {0, 1, 2, 4} and (labels > 0).any()
+    assert np.array_equal(namespace["onnx_segment"](namespace["image"], convention="2021"), labels)  # the export's
     segment, image = namespace["segment"], namespace["image"]
     as_2023 = segment({"t1n": image[0], "t1c": image[1], "t2w": image[2], "t2f": image[3]}, convention="2023")
     assert np.array_equal(as_2023, np.where(labels == 4, 3, labels))  # the same labels, enhancing as 3

@@ -70,11 +70,14 @@ def test_a_registered_network_and_loss_train_score_and_predict(tiny_store, tmp_p
     assert set(checkpoint.weights) == set(PlainUNet(checkpoint.network).state_dict())
     scored = run_scoring(ScoreConfig(ckpt=str(tmp_path / "best.pt"), out=str(tmp_path / "scores.csv")), progress=False)
     assert scored.scored == len(checkpoint.split.val) > 0
-    segment = load_segmenter(tmp_path / "best.pt", device="cpu")
-    assert isinstance(segment.members[0].model, PlainUNet)
+    segment = load_segmenter(tmp_path / "best.pt", device="cpu", engine="torch")
+    assert isinstance(segment.members[0].network, PlainUNet)
     case = read_case(tiny_store, checkpoint.split.val[0])
     labels = segment(case.image.astype(np.float32))
     assert labels.shape == case.image.shape[1:]
+    exported = load_segmenter(tmp_path / "best.pt", device="cpu", engine="onnxruntime")  # any registered network exports
+    assert exported.members[0].engine == "onnxruntime"
+    assert np.array_equal(exported(case.image.astype(np.float32)), labels)
 
 
 def test_unknown_names_are_refused_in_one_line_that_says_how_to_add_them(tiny_store, tmp_path):

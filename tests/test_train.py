@@ -451,7 +451,7 @@ def test_the_gpu_check_runs_end_to_end_as_a_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(results.read_text())["rows"]
     numbers = {int(re.match(r"\d+", row["check"]).group()) for row in rows}
-    assert numbers == set(range(1, 10)), rows
+    assert numbers == set(range(1, 11)), rows
     assert not [row for row in rows if row["result"].startswith("FAILED")], rows
     assert not [row for row in rows if re.search(r"\bnan\b", row["result"].lower())], rows
 

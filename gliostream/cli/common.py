@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ..errors import BratsError, printable
+from ..scoring.settings import ENGINES
 
 EXIT_FATAL = 3
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
@@ -101,3 +102,31 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             exit_interrupted("interrupted: nothing half-written was kept; run the same command again to continue")
 
     return wrapper
+
+
+def running_options(defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """How `brats score` and `brats predict` compute: engine, threads, windows per batch, Dask workers.
+    `defaults` is their config class (the one owner of each default)."""
+    options = [
+        click.option("--engine", type=click.Choice(ENGINES),
+                     default=defaults.engine, show_default=True,
+                     help="What runs the network: auto is ONNX Runtime on the CPU where the onnx extra is installed "
+                          "(about 3x faster than torch, the same labels), else torch; torch on a GPU."),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="Threads per process (each Dask worker).  [default: every core; 1 per local --workers]"),
+        click.option("--batch-windows", type=click.IntRange(1), default=defaults.batch_windows, show_default=True,
+                     help="Sliding windows per forward pass."),
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="Spread the cases over a local Dask cluster of N single-threaded workers.  "
+                          "[default: no Dask, this process]"),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="Spread the cases over an existing Dask cluster (tcp://host:8786 or a scheduler file); "
+                          "workers must see the checkpoints, the inputs and the outputs."),
+    ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate

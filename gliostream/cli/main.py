@@ -10,6 +10,7 @@ import click
 
 from .. import __version__
 from .common import configure_logging, stop_on_sigterm
+from .export import export
 from .ingest import ingest
 from .plan import plan
 from .predict import predict
@@ -38,10 +39,10 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
               help="Show the versions of brats and torch, and the device, and exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
-    """Fast 3D brain-tumour segmentation on BraTS: ingest, train, score, predict."""
+    """Fast 3D brain-tumour segmentation on BraTS: ingest, train, score, predict, export."""
     configure_logging(verbose)
     stop_on_sigterm()
 
 
-for command in (synth, ingest, train, plan, score, predict, verify):
+for command in (synth, ingest, train, plan, score, predict, export, verify):
     cli.add_command(command)

@@ -8,13 +8,14 @@ import click
 
 from ..scoring.settings import PredictConfig
 from ..tasks import TASKS
-from .common import Interrupted, line, progress_option, reports_errors
+from .common import Interrupted, line, progress_option, quiet_dask, reports_errors, running_options
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="[IN] OUT", type=click.Path())
-@click.option("--ckpt", type=click.Path(dir_okay=False), multiple=True, required=True,
-              help="Checkpoint to predict with (best.pt); repeat it for an ensemble (mean probabilities).")
+@click.option("--ckpt", type=click.Path(), multiple=True, required=True,
+              help="Checkpoint to predict with (best.pt), or a model exported by `brats export` (its folder or "
+                   "a member .onnx); repeat it for an ensemble (mean probabilities).")
 @click.option("--store", default=None, type=click.Path(file_okay=False),
               help="Predict the cases of this store instead of a raw folder IN.")
 @click.option("--cases", default=PredictConfig.cases, show_default=True,
@@ -29,6 +30,7 @@ from .common import Interrupted, line, progress_option, reports_errors
 @click.option("--device", default=PredictConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--task", type=click.Choice(list(TASKS), case_sensitive=False), default=None,
               help="BraTS task of the cases, checked against the checkpoint's (which decides the labels written).")
+@running_options(PredictConfig)
 @progress_option
 @reports_errors
 def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
@@ -39,12 +41,19 @@ def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
     brats predict new_patients/ seg/ --ckpt best.pt
     brats predict new_patients/ seg/ --ckpt fold0/best.pt --ckpt fold1/best.pt --tta
     brats predict --store store/ --cases val seg/ --ckpt best.pt
+    brats predict new_patients/ seg/ --ckpt exported/              a `brats export` folder (ONNX)
+    brats predict new_patients/ seg/ --ckpt best.pt --workers 2    a local Dask cluster
+    brats predict new_patients/ seg/ --ckpt best.pt --scheduler scheduler.json
 
     Outputs are written whole (never half a file), never inside IN, by one run at a time.
     OUT/predictions.json records the checkpoints (SHA-256), options and brats version that made
     them and the inputs of each: a case made by this model from the same inputs is skipped, so
     running the command again continues an interrupted run; segmentations made by another model
     or options are refused unless --overwrite.
+
+    \b
+    With --workers or --scheduler the cases stream to Dask workers, each loading the models
+    once; a case whose worker died is run again on another and reported as retried.
 
     \b
     Exit codes: 0 every case written or up to date; 1 some cases refused (listed, the
@@ -57,6 +66,8 @@ def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
     from ..scoring.predict import run_prediction
 
     inputs, out = (None, paths[0]) if options["store"] else paths
+    if options["workers"] or options["scheduler"]:
+        quiet_dask()
     try:
         summary = run_prediction(PredictConfig(out=out, inputs=inputs, **options), progress=progress)  # type: ignore[arg-type]
     except KeyboardInterrupt:
@@ -64,5 +75,7 @@ def predict(paths: tuple[str, ...], progress: bool, **options: object) -> None:
                           "run the same command again to predict the rest") from None
     for refusal in summary.refused:
         click.echo(line(f"refused: {refusal.problem}"), err=True)
+    for retried in summary.cluster.lines() if summary.cluster else []:
+        click.echo(line(f"retried: {retried}"), err=True)
     click.echo(summary.line())
     sys.exit(summary.exit_code)

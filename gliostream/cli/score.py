@@ -9,12 +9,13 @@ import click
 from ..lesionwise import CHALLENGES
 from ..scoring.settings import ScoreConfig
 from ..tasks import TASKS
-from .common import Interrupted, line, progress_option, reports_errors
+from .common import Interrupted, line, progress_option, quiet_dask, reports_errors, running_options
 
 
 @click.command()
-@click.option("--ckpt", type=click.Path(dir_okay=False), multiple=True,
-              help="Checkpoint to predict with (best.pt); repeat it for an ensemble (mean probabilities).")
+@click.option("--ckpt", type=click.Path(), multiple=True,
+              help="Checkpoint to predict with (best.pt), or a model exported by `brats export` (its folder or "
+                   "a member .onnx); repeat it for an ensemble (mean probabilities).")
 @click.option("--store", default=None, help="Store of the cases.  [default: the checkpoint's store]")
 @click.option("--cases", default=ScoreConfig.cases, show_default=True,
               help="Store cases to predict: val (the checkpoint's validation cases), all, a file of ids, or oof "
@@ -46,6 +47,7 @@ from .common import Interrupted, line, progress_option, reports_errors
 @click.option("--device", default=ScoreConfig.device, show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--save-predictions", type=click.Path(file_okay=False), default=None,
               help="Write <case_id>.nii.gz segmentations in the raw geometry and label convention here.")
+@running_options(ScoreConfig)
 @progress_option
 @reports_errors
 def score(progress: bool, **options: object) -> None:
@@ -59,6 +61,7 @@ def score(progress: bool, **options: object) -> None:
     brats score --ckpt best.pt --raw DIR        raw cases, preprocessed on the fly
     brats score --pred DIR --raw DIR            other tools' segmentations, no model
     brats score --ckpt best.pt --figures figs/  and a picture of every case
+    brats score --ckpt best.pt --workers 2      spread over a local Dask cluster
 
     \b
     Exit codes: 0 scored; 1 some raw cases or prediction files unusable (each named, skipped; the
@@ -73,6 +76,8 @@ def score(progress: bool, **options: object) -> None:
         config = ScoreConfig(**options)  # type: ignore[arg-type]
     except OptionConflict as error:  # options that do not go together: a bad command line
         raise click.UsageError(str(error)) from None
+    if config.workers or config.scheduler:
+        quiet_dask()
     try:
         result = run_scoring(config, progress=progress)
     except KeyboardInterrupt:
@@ -80,6 +85,8 @@ def score(progress: bool, **options: object) -> None:
                           "are complete files; run the same command again") from None
     for skipped in result.skipped:
         click.echo(line(f"skipped: {skipped}"), err=True)
+    for retried in result.retried:
+        click.echo(line(f"retried: {retried}"), err=True)
     if result.scored:
         click.echo(summary_text(result.table, result.challenge, result.evaluation))
         click.echo(result.worst_text())

@@ -1,11 +1,15 @@
-"""The models that predict: checkpoints loaded as ensemble members, their sliding window and ET threshold.
+"""The models that predict: checkpoints or exported models loaded as ensemble members, each run by
+an engine (`engines.py`), their sliding window and postprocessing.
 
 Shared by `brats score` and `brats predict`, so both predict a case the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, shortened
-from ..inference import InferenceConfig, predict_labels
+from ..inference import InferenceConfig, Network, ProbabilityModel, predict_labels
 from ..labels import Region
 from ..regions import Postprocessing
 from ..tasks import Task, regions_of
@@ -23,16 +27,20 @@ from ..tasks import task as task_named
 from ..trainer.checkpoint import Checkpoint, read_checkpoint
 from ..trainer.config import TrainConfig
 from ..trainer.registry import build_network
+from .engines import configure_threads, onnx_network, resolve_engine
+from .exported import ExportedFile, exported_paths, is_export, metadata, onnx_bytes, read_exported
 
 
 @dataclass(frozen=True)
 class Member:
-    """One checkpoint of the models that predict: the network built from it, and its record
-    (settings, split, postprocessing) without the training state."""
+    """One checkpoint (or exported member) of the models that predict: its network as the engine
+    runs it, and its record (settings, split, postprocessing) without the training state."""
 
     path: str
-    model: torch.nn.Module
+    network: Network | None  # None: loaded as a record only (a Dask run's client; its workers build it)
     checkpoint: Checkpoint
+    engine: str = "torch"
+    source_sha256: str | None = None  # an exported member's: the checkpoint it was exported from
 
     @property
     def postprocessing(self) -> Postprocessing:
@@ -66,8 +74,9 @@ class Member:
         return digest.hexdigest()
 
     def provenance(self) -> dict[str, Any]:
-        return {"path": str(Path(self.path).resolve()), "sha256": self.sha256, "store": self.checkpoint.store,
-                "epoch": self.checkpoint.epoch, "postprocess": self.postprocessing.to_dict()}
+        record = {"path": str(Path(self.path).resolve()), "sha256": self.sha256, "store": self.checkpoint.store,
+                  "epoch": self.checkpoint.epoch, "postprocess": self.postprocessing.to_dict(), "engine": self.engine}
+        return record | ({"exported_from_sha256": self.source_sha256} if self.source_sha256 else {})
 
 
 def load_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
@@ -80,14 +89,72 @@ def load_model(checkpoint: Checkpoint, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def load_members(paths: tuple[str, ...], device: torch.device) -> list[Member]:
-    """Every checkpoint as a member (its settings checked now, not after hours of prediction);
-    they must share one patch size and resolution (one window)."""
+class TorchScriptNetwork(ProbabilityModel):
+    """An exported TorchScript member (its graph ends in the region probabilities)."""
+
+    def __init__(self, payload: bytes, device: torch.device) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still supported
+            self.module = torch.jit.load(io.BytesIO(payload), map_location=device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch).float()
+
+
+def _exported_member(exported: ExportedFile, engine: str, device: torch.device, threads: int | None,
+                     networks: bool) -> Member:
+    network: Network | None = None
+    if networks:
+        network = (TorchScriptNetwork(exported.payload, device) if exported.kind == "torchscript"
+                   else onnx_network(engine, exported.payload, threads))
+    return Member(str(exported.path), network, exported.checkpoint(), engine, exported.meta["source"]["sha256"])
+
+
+def _checkpoint_member(path: str, engine: str, device: torch.device, threads: int | None, networks: bool,
+                       window: tuple[int, int, int] | None, batch_windows: int) -> Member:
+    checkpoint = read_checkpoint(path)
+    record = checkpoint.without_training_state()  # no optimizer kept
+    if not networks:
+        return Member(str(path), None, record, engine)
+    if engine == "torch":
+        return Member(str(path), load_model(checkpoint, device), record, engine)
+    member = Member(str(path), None, record, engine)
+    inference = checkpoint.inference(window=window, batch_windows=batch_windows)
+    key = (member.sha256, inference.window, batch_windows)
+    if key not in _EXPORTED:
+        model = load_model(checkpoint, torch.device("cpu"))
+        _EXPORTED[key] = onnx_bytes(model, len(member.regions), inference.window, batch_windows,
+                                    metadata(record, member.sha256, inference))
+        while len(_EXPORTED) > 4:
+            _EXPORTED.pop(next(iter(_EXPORTED)))
+    return dataclasses.replace(member, network=onnx_network(engine, _EXPORTED[key], threads))
+
+
+# Checkpoints exported in memory by this process, by (SHA-256, window, batch): a checkpoint loaded
+# again (the Python API, a test) is not exported again.
+_EXPORTED: dict[tuple[str, tuple[int, int, int], int], bytes] = {}
+
+
+def load_members(paths: tuple[str, ...], device: torch.device, engine: str = "torch", threads: int | None = None,
+                 networks: bool = True, window: tuple[int, int, int] | None = None, batch_windows: int = 2
+                 ) -> list[Member]:
+    """Every checkpoint or export (a folder from `brats export`, or one of its member files) as
+    members run by `engine` (`engines.resolve_engine`; settings checked now, not after hours of
+    prediction), their networks built unless `networks` is False (a checkpoint exported in memory
+    for `window` and `batch_windows`); they must share one patch size and resolution (one window)."""
+    configure_threads(threads)
     members = []
     for path in paths:
-        checkpoint = read_checkpoint(path)
-        model = load_model(checkpoint, device)
-        members.append(Member(str(path), model, checkpoint.without_training_state()))  # no optimizer kept
+        if is_export(path):
+            kind = ("torchscript" if Path(path).suffix == ".ts" or (Path(path).is_dir() and engine == "torch")
+                    else "onnx")
+            chosen = resolve_engine(engine, device, kind)
+            members += [_exported_member(read_exported(f), chosen, device, threads, networks)
+                        for f in exported_paths(path, chosen)]
+        else:
+            members.append(_checkpoint_member(str(path), resolve_engine(engine, device), device, threads, networks,
+                                              window, batch_windows))
     if len({m.inference_key for m in members}) > 1:
         raise ConfigError("the checkpoints were trained with different patch sizes or resolutions; "
                           "an ensemble needs one sliding window")
@@ -135,5 +202,5 @@ def predict_case(members: list[Member], image: torch.Tensor, inference: Inferenc
                  postprocess: bool = True) -> np.ndarray:
     """Store labels (x, y, z) uint8 of one cropped case: the members' mean probabilities decoded,
     then their postprocessing (`brats score` and `brats predict` both predict through here)."""
-    return predict_labels([m.model for m in members], image, inference, device,
+    return predict_labels([m.network for m in members], image, inference, device,
                           postprocessing(members, postprocess)).numpy()

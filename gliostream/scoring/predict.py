@@ -27,11 +27,14 @@ from ..devices import configure_kernels, resolve_device
 from ..errors import BratsError, ConfigError, StoreError, printable
 from ..faults import fault_point
 from ..files import check_not_inside, check_output, folder_lock, replaced_on_success
+from ..inference_config import InferenceConfig
+from ..pipeline.cluster import dask_client
 from ..pipeline.discovery import RawCase, discover_cases
 from ..store.reader import existing_record
 from ..store.stale import warn_stale
 from ..tasks import Task
 from .cases import ScoreCase, raw_cases, select_store_cases, store_cases
+from .cluster import ClusterReport, ModelSpec, failure_text, model_spec, run_on_cluster, worker_members
 from .exports import save_prediction
 from .models import Member, inference_config, load_members, predict_case
 from .settings import PredictConfig
@@ -52,14 +55,17 @@ class PredictResult:
     up_to_date: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     seconds: float = 0.0
+    cluster: ClusterReport | None = None  # a Dask run's retried cases
 
     @property
     def exit_code(self) -> int:
         return 1 if self.refused else 0
 
     def line(self) -> str:
+        retried = f", {len(self.cluster.retried)} retried" if self.cluster and self.cluster.retried else ""
+        workers = f" on {self.cluster.workers} Dask worker(s)" if self.cluster else ""
         return (f"predict: {len(self.written)} written, {len(self.up_to_date)} up to date, "
-                f"{len(self.refused)} refused in {self.seconds:.1f} s -> {self.out}")
+                f"{len(self.refused)} refused{retried} in {self.seconds:.1f} s{workers} -> {self.out}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ def _producer(members: list[Member], config: PredictConfig) -> dict[str, Any]:
     """What decides the predicted labels: the checkpoints' contents, the options, the brats version."""
     return {"brats_version": __version__, "checkpoints": [m.provenance() | {"path": None} for m in members],
             "options": {"tta": config.tta, "overlap": config.overlap, "postprocess": config.postprocess,
-                        "window": list(config.window) if config.window else None}}
+                        "window": list(config.window) if config.window else None,
+                        "engine": sorted({m.engine for m in members})}}
 
 
 def _inputs_key(job: _Job, store: str | None) -> Any:
@@ -157,14 +164,17 @@ def _loaded(jobs: list[_Job], config: PredictConfig, task: Task) -> Iterator[tup
 
 
 def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResult:
-    """Predict every case of `inputs` (or of `store`) into `out`; see the module docstring."""
+    """Predict every case of `inputs` (or of `store`) into `out`, in this process or spread over a
+    Dask cluster (`workers`, `scheduler`); see the module docstring."""
     out = check_output(config.out, "OUT")
     check_not_inside(out, config.inputs or config.store, "OUT", "IN" if config.inputs else "--store")  # type: ignore[arg-type]
     start = time.perf_counter()
     summary = PredictResult(out)
-    device = resolve_device(config.device)
+    distributed = bool(config.workers or config.scheduler)
+    device = resolve_device("cpu" if distributed and config.device == "auto" else config.device)
     configure_kernels(device)
-    members = load_members(tuple(config.ckpt), device)
+    members = load_members(tuple(config.ckpt), device, config.engine, config.threads, networks=not distributed,
+                             window=config.window, batch_windows=config.batch_windows)
     task = members[0].task
     if config.task and config.task.upper() != task.name:
         raise ConfigError(f"--task {config.task}: the checkpoint predicts the {task.name} task")
@@ -182,21 +192,56 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResul
         for refusal in summary.refused:
             log.info("refused %s", refusal.problem)
         provenance.save()  # the folder's producer is now this one
-        for job, case in tqdm(_loaded(todo, config, task), total=len(todo), desc="predict", unit="case",
-                              disable=not progress):
-            if not isinstance(case, BratsError) and case.task != task.name:
-                case = StoreError(f"{job.case_id}: holds {case.task} labels; the checkpoint predicts the {task.name} task")
-            if isinstance(case, BratsError):
-                summary.refused.append(Refusal(job.case_id, str(case)))
-                log.info("refused %s", case)
-                continue
-            assert case.image is not None
-            labels = predict_case(members, case.image, inference, device, config.postprocess)
-            provenance.record(job.case_id, inputs[job.case_id], save_prediction(out, case, labels))
-            summary.written.append(job.case_id)
-            fault_point("predict:case")
+        if distributed:
+            summary.cluster = ClusterReport()
+            outcomes = _predicted_on_cluster(todo, config, str(out), summary.cluster)
+        else:
+            outcomes = ((job, _predict_one(job, case, members, inference, device, config, out))
+                        for job, case in _loaded(todo, config, task))
+        for job, (status, detail) in tqdm(outcomes, total=len(todo), desc="predict", unit="case", disable=not progress):
+            if status == "written":
+                provenance.record(job.case_id, inputs[job.case_id], Path(detail))
+                summary.written.append(job.case_id)
+            else:
+                summary.refused.append(Refusal(job.case_id, detail))
+                log.info("refused %s", detail)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _predict_one(job: _Job, case: ScoreCase | BratsError, members: list[Member], inference: InferenceConfig,
+                 device: Any, config: PredictConfig, out: Path) -> tuple[str, str]:
+    """("written", the output's path) or ("refused", why): one case predicted and written atomically."""
+    task = members[0].task
+    if not isinstance(case, BratsError) and case.task != task.name:
+        case = StoreError(f"{job.case_id}: holds {case.task} labels; the checkpoint predicts the {task.name} task")
+    if isinstance(case, BratsError):
+        return "refused", str(case)
+    assert case.image is not None
+    labels = predict_case(members, case.image, inference, device, config.postprocess)
+    fault_point("predict:before-write")
+    path = save_prediction(out, case, labels)
+    fault_point("predict:case")
+    return "written", str(path)
+
+
+def predict_on_worker(job: _Job, spec: ModelSpec, config: PredictConfig, out: str) -> tuple[str, str]:
+    """A Dask task: one case read, predicted and written by the worker that runs it."""
+    members, device = worker_members(spec)
+    inference = inference_config(members, config.window, config.overlap, config.tta, config.batch_windows)
+    _, case = next(iter(_loaded([job], config, members[0].task)))
+    return _predict_one(job, case, members, inference, device, config, Path(out))
+
+
+def _predicted_on_cluster(todo: list[_Job], config: PredictConfig, out: str,
+                          report: ClusterReport) -> Iterator[tuple[_Job, tuple[str, str]]]:
+    """Each job with its outcome, predicted on the Dask cluster of `config` (cases stream to workers)."""
+    spec = model_spec(config)
+    gpu = spec.device.startswith("cuda")
+    with dask_client(config.scheduler, config.workers) as client:
+        for job, result in run_on_cluster(client, predict_on_worker, todo, lambda j: j.case_id,
+                                          (spec, config, out), gpu, report):
+            yield job, (("refused", failure_text(result)) if isinstance(result, BaseException) else result)
 
 
 def _to_predict(jobs: list[_Job], config: PredictConfig, out: Path, provenance: Provenance,

@@ -24,12 +24,15 @@ from ..geometry import crop_slices, uncrop
 from ..lesionwise import CHALLENGES, lesionwise_metrics
 from ..metrics import region_metrics
 from ..official import official_metrics
+from ..pipeline.cluster import dask_client
+from ..pipeline.discovery import RawCase
 from ..store.reader import store_task
 from ..store.stale import warn_stale
 from ..tasks import TASKS, Task
 from ..tasks import task as task_named
 from ..trainer.checkpoint import Checkpoint
 from .cases import ScoreCase, raw_case_list, raw_cases, select_store_cases, store_cases
+from .cluster import ClusterReport, ModelSpec, failure_text, model_spec, run_on_cluster, worker_members
 from .exports import read_prediction, save_prediction
 from .figures import case_figure, plot_scores
 from .models import Member, inference_config, load_members, out_of_fold_owners, predict_case
@@ -67,6 +70,7 @@ class ScoreResult:
     challenge: str = "GLI"
     skipped: list[str] = field(default_factory=list)  # "<file>: <problem>" of each unusable case
     evaluation: str = "gli"  # the official evaluation's config (the task's)
+    retried: list[str] = field(default_factory=list)  # a Dask run's cases run again after a worker was lost
 
     def line(self) -> str:
         unscored = ""
@@ -80,6 +84,8 @@ class ScoreResult:
             return f"scored no case: none has a reference seg{unscored}{saved}; no score table written"
         plot = f" and {self.plot}" if self.plot else ""
         figures = f"; {self.figures} case figure(s)" if self.figures else ""
+        if self.retried:
+            figures += f"; {len(self.retried)} case(s) retried after a Dask worker was lost"
         return f"scored {self.scored} case(s){unscored}{saved}{figures}; wrote {self.csv}{plot}"
 
     @property
@@ -111,11 +117,37 @@ def write_provenance(path: Path, config: ScoreConfig, members: list[Member], ski
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool, skipped: list[str],
-           validation: list[str] | None = None, task: Task = TASKS["GLI"]
-           ) -> tuple[list[str], Iterator[ScoreCase | BratsError]]:
+@dataclass(frozen=True)
+class CaseSource:
+    """The cases to score, as ids with where to read them: raw case folders, or a store."""
+
+    ids: list[str]
+    raw: list[RawCase] | None  # raw cases (in `ids` order), else the cases are `store`'s
+    store: str | None
+    task: Task
+
+    def load(self, with_image: bool) -> Iterator[ScoreCase | BratsError]:
+        """Every case in order, read one ahead (a raw case that cannot be used as its error)."""
+        if self.raw is not None:
+            loaded = raw_cases(self.raw, keep_errors=True, task=self.task)
+            return loaded if with_image else (_reference_only(c) for c in loaded)
+        assert self.store is not None
+        warn_stale(self.store, self.ids)
+        return store_cases(self.store, self.ids, with_image=with_image)
+
+    def load_one(self, index: int, with_image: bool) -> ScoreCase | BratsError:
+        """One case (a Dask task's): a raw case that cannot be used as its error; a damaged store case raises."""
+        if self.raw is not None:
+            case = next(raw_cases([self.raw[index]], keep_errors=True, task=self.task))
+            return case if with_image else _reference_only(case)
+        assert self.store is not None
+        return next(store_cases(self.store, [self.ids[index]], with_image=with_image))
+
+
+def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, skipped: list[str],
+           validation: list[str] | None = None, task: Task = TASKS["GLI"]) -> CaseSource:
     """The cases to score: with --pred, those that have a prediction file (each needs a reference).
-    Raw cases that cannot be used are added to `skipped` (or yielded as their error), and the others
+    Raw cases that cannot be used are added to `skipped` (or read as their error), and the others
     go on; a damaged store case ends the run."""
     wanted = _prediction_ids(config.pred) if config.pred else None
     if config.raw:
@@ -128,8 +160,7 @@ def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool,
             if missing:
                 raise ConfigError(f"{config.raw}: no raw case for the predictions {', '.join(missing[:5])}")
             cases = [by_id[i] for i in wanted if i in by_id]
-        loaded = raw_cases(cases, keep_errors=True, task=task)
-        return [c.case_id for c in cases], loaded if with_image else (_reference_only(c) for c in loaded)
+        return CaseSource([c.case_id for c in cases], cases, None, task)
     store = config.store or (checkpoint.store if checkpoint else None)
     if not store:
         raise ConfigError("which cases? give --store or --raw (a checkpoint names its store)")
@@ -144,8 +175,7 @@ def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, with_image: bool,
         if validation is None:
             validation = list(checkpoint.split.val) if checkpoint else []
         ids = select_store_cases(store, which, validation)
-    warn_stale(store, ids)
-    return ids, store_cases(store, ids, with_image=with_image)
+    return CaseSource(ids, None, store, task)
 
 
 def _reference_only(case: ScoreCase | BratsError) -> ScoreCase | BratsError:
@@ -223,9 +253,64 @@ def file_predictions(folder: str) -> Predictions:
     return read
 
 
+# What scoring one case gave: ("row", its metrics, its figure or None), ("predicted_only", case id,
+# None) for a case without a reference, or ("skipped", why, None) for an unusable case or prediction.
+Outcome = tuple[str, Any, Path | None]
+
+
+def evaluate_case(case: ScoreCase | BratsError, source: Predictions, config: ScoreConfig, task: Task) -> Outcome:
+    """One case predicted (or read) and scored, its figure drawn when asked."""
+    if isinstance(case, BratsError):  # a raw case that cannot be used: the others go on
+        return "skipped", str(case), None
+    try:
+        prediction, reference, cropped = source(case)
+    except InvalidCaseError as error:  # an unusable prediction file: the others go on
+        return "skipped", str(error), None
+    if reference is None:
+        return "predicted_only", case.case_id, None
+    if case.task != task.name:
+        raise StoreError(f"{case.case_id}: holds {case.task} labels, but the {task.name} task is scored "
+                         "(the checkpoint's, or --task)")
+    row = _score_case(case, prediction, reference, cropped, config, task)
+    figure = None
+    if config.figures:
+        assert case.image is not None
+        figure = case_figure(Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
+                             reference if cropped else reference[crop_slices(case.crop_box)],
+                             prediction if cropped else prediction[crop_slices(case.crop_box)],
+                             case.affine, case.spacing, row, task.scored_regions)
+    fault_point("score:case")
+    return "row", row, figure
+
+
+def _model_source(members: list[Member], config: ScoreConfig, device: torch.device) -> Predictions:
+    owners = out_of_fold_owners(members) if config.cases == "oof" else None
+    return model_predictions(members, config, device, owners)
+
+
+def score_on_worker(index: int, spec: ModelSpec, config: ScoreConfig, cases: CaseSource) -> Outcome:
+    """A Dask task: one case read, predicted by the worker's models (loaded once) and scored."""
+    members, device = worker_members(spec)
+    return evaluate_case(cases.load_one(index, with_image=True), _model_source(members, config, device), config,
+                         cases.task)
+
+
+def _evaluated_on_cluster(config: ScoreConfig, cases: CaseSource, report: ClusterReport) -> Iterator[Outcome]:
+    spec = model_spec(config)
+    with dask_client(config.scheduler, config.workers) as client:
+        for index, result in run_on_cluster(client, score_on_worker, list(range(len(cases.ids))),
+                                            lambda i: cases.ids[i], (spec, config, cases),
+                                            spec.device.startswith("cuda"), report):
+            if isinstance(result, BratsError):  # a damaged store case ends the run, as in this process
+                raise result
+            yield ("skipped", f"{cases.ids[index]}: {failure_text(result)}", None) if isinstance(result, BaseException) \
+                else result
+
+
 def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     """Predict with the checkpoints (or read the `pred` files), evaluate against the references,
-    write the CSV, its provenance and the plot together."""
+    write the CSV, its provenance and the plot together; the cases are predicted in this process
+    or spread over a Dask cluster (`workers`, `scheduler`)."""
     check_output(config.out, "--out", folder=False)  # before hours of prediction, not after
     out = Path(config.out)
     for folder, option in ((config.save_predictions, "--save-predictions"), (config.figures, "--figures")):
@@ -234,50 +319,47 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
             if config.raw:
                 check_not_inside(folder, config.raw, option, "--raw")
     members: list[Member] = []
+    distributed = bool(config.workers or config.scheduler)
+    validation = None
     if config.ckpt:
-        device = resolve_device(config.device)
+        device = resolve_device("cpu" if distributed and config.device == "auto" else config.device)
         configure_kernels(device)
-        members = load_members(tuple(config.ckpt), device)
+        members = load_members(tuple(config.ckpt), device, config.engine, config.threads, networks=not distributed,
+                             window=config.window, batch_windows=config.batch_windows)
         owners = out_of_fold_owners(members) if config.cases == "oof" else None
-        source = model_predictions(members, config, device, owners)
+        source = None if distributed else model_predictions(members, config, device, owners)
         validation = sorted(owners) if owners else None
     else:
-        source, validation = file_predictions(config.pred), None  # type: ignore[arg-type]
+        source = file_predictions(config.pred)  # type: ignore[arg-type]
     skipped: list[str] = []
     task = score_task(config, members)
-    ids, cases = _cases(config, members[0].checkpoint if members else None, bool(members) or bool(config.figures),
-                        skipped, validation=validation, task=task)
+    cases = _cases(config, members[0].checkpoint if members else None, skipped, validation=validation, task=task)
+    report = ClusterReport() if distributed else None
+    if report is not None:
+        if cases.store:
+            warn_stale(cases.store, cases.ids)
+        outcomes = _evaluated_on_cluster(config, cases, report)
+    else:
+        assert source is not None
+        outcomes = (evaluate_case(c, source, config, task) for c in cases.load(bool(members) or bool(config.figures)))
     rows, predicted_only, figures = [], [], {}
-    for case in tqdm(cases, total=len(ids), desc="score", unit="case", disable=not progress):
-        if isinstance(case, BratsError):  # a raw case that cannot be used: the others go on
-            skipped.append(str(case))
-            log.info("skipped %s", case)
-            continue
-        try:
-            prediction, reference, cropped = source(case)
-        except InvalidCaseError as error:  # an unusable prediction file: the others go on
-            skipped.append(str(error))
-            continue
-        if reference is None:
-            predicted_only.append(case.case_id)
-            continue
-        if case.task != task.name:
-            raise StoreError(f"{case.case_id}: holds {case.task} labels, but the {task.name} task is scored "
-                             "(the checkpoint's, or --task)")
-        rows.append(_score_case(case, prediction, reference, cropped, config, task))
-        if config.figures:
-            assert case.image is not None
-            figures[case.case_id] = case_figure(
-                Path(config.figures) / f"{case.case_id}.png", case.case_id, case.image.numpy(),
-                reference if cropped else reference[crop_slices(case.crop_box)],
-                prediction if cropped else prediction[crop_slices(case.crop_box)],
-                case.affine, case.spacing, rows[-1], task.scored_regions)
-        fault_point("score:case")
+    for kind, value, figure in tqdm(outcomes, total=len(cases.ids), desc="score", unit="case", disable=not progress):
+        if kind == "skipped":
+            skipped.append(value)
+            log.info("skipped %s", value)
+        elif kind == "predicted_only":
+            predicted_only.append(value)
+        else:
+            rows.append(value)
+            if figure is not None:
+                figures[value["case_id"]] = figure
     exported = len(rows) + len(predicted_only) if config.save_predictions else 0
     table = score_table(rows, table_columns(config.metrics, task))
     rules = config.challenge or task.name
+    retried = report.lines() if report else []
     if not rows:  # predictions only: an empty table would read as a result
-        return ScoreResult(table, None, None, 0, predicted_only, exported, bool(members), skipped=skipped)
+        return ScoreResult(table, None, None, 0, predicted_only, exported, bool(members), skipped=skipped,
+                           retried=retried)
     plot = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     with replaced_together([out, out.with_suffix(".json"), plot]) as (csv_tmp, json_tmp, plot_tmp):
@@ -286,7 +368,7 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
         plot_scores(case_rows(table), plot_tmp, rules, checkpoint_names(members))
         fault_point("score:outputs-written")
     return ScoreResult(table, out, plot, len(rows), predicted_only, exported, bool(members),
-                       _worst(table, figures), len(figures), rules, skipped, task.evaluation)
+                       _worst(table, figures), len(figures), rules, skipped, task.evaluation, retried)
 
 
 def checkpoint_names(members: list[Member]) -> str | None:

@@ -60,14 +60,16 @@ class Segmenter:
 
 def load_segmenter(checkpoints: str | Path | Sequence[str | Path], device: str = "auto", tta: bool = False,
                    overlap: float = InferenceConfig.overlap, window: tuple[int, int, int] | None = None,
-                   batch_windows: int = 2, postprocess: bool = True) -> Segmenter:
-    """Load one checkpoint, or several as an ensemble (mean probabilities), for `Segmenter`."""
+                   batch_windows: int = 2, postprocess: bool = True, engine: str = "auto",
+                   threads: int | None = None) -> Segmenter:
+    """Load one checkpoint or exported model, or several as an ensemble (mean probabilities), for
+    `Segmenter`, run by `engine` (auto: ONNX Runtime on the CPU where installed, else torch)."""
     paths = (str(checkpoints),) if isinstance(checkpoints, (str, Path)) else tuple(str(p) for p in checkpoints)
     if not paths:
         raise ConfigError("give at least one checkpoint")
     resolved = resolve_device(device)
     configure_kernels(resolved)
-    members = load_members(paths, resolved)
+    members = load_members(paths, resolved, engine, threads, window=window, batch_windows=batch_windows)
     return Segmenter(members, inference_config(members, window, overlap, tta, batch_windows), resolved, postprocess)
 
 

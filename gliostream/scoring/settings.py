@@ -12,6 +12,21 @@ from ..inference_config import InferenceConfig, check_overlap
 from ..lesionwise import CHALLENGES
 from ..tasks import TASKS
 
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")
+"""Who runs the networks (`engines.py`): auto is ONNX Runtime on the CPU where installed, else PyTorch."""
+
+
+def check_running(engine: str, threads: int | None, workers: int | None, scheduler: str | None) -> None:
+    """The one check of how a score or predict run computes: engine, threads, Dask workers."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be at least 1, not {threads}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, not {workers}")
+    if workers and scheduler:
+        raise OptionConflict("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+
 METRIC_FAMILIES = ("legacy", "lesionwise-2023", "official")
 """What `brats score --metrics` may list: the BraTS 2018-2021 whole-volume metrics, the BraTS 2023
 lesion-wise ones, and the official evaluation since 2024 (BraTS-evaluation)."""
@@ -57,6 +72,10 @@ class ScoreConfig:
     figures: str | None = None  # a folder for one PNG per scored case
     metrics: tuple[str, ...] | None = None  # METRIC_FAMILIES (a comma-separated string too); default: all three
     task: str | None = None  # the cases' BraTS task; default: the checkpoint's, else the store's, else GLI
+    engine: str = "auto"  # ENGINES
+    threads: int | None = None  # per process (Dask worker); default: the engine's (every core), 1 with --workers
+    workers: int | None = None  # a local Dask cluster of this many single-threaded workers; None: this process
+    scheduler: str | None = None  # an existing Dask cluster (address or scheduler file)
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):  # one checkpoint given as a path
@@ -80,9 +99,11 @@ class ScoreConfig:
                               "every fold, and no --raw")
         if self.raw and self.store:
             raise OptionConflict("give either --raw or --store as the cases' source, not both")
+        if (self.workers or self.scheduler) and not self.ckpt:
+            raise OptionConflict("--workers and --scheduler spread prediction: they need --ckpt")
         check_overlap(self.overlap)
         check_device_name(self.device)
-
+        check_running(self.engine, self.threads, self.workers, self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,10 @@ class PredictConfig:
     postprocess: bool = True
     overwrite: bool = False  # predict again cases whose output is up to date
     task: str | None = None  # must be the checkpoint's task when given (the checkpoint decides)
+    engine: str = "auto"
+    threads: int | None = None
+    workers: int | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.ckpt, (str, Path)):
@@ -112,3 +137,4 @@ class PredictConfig:
             raise ConfigError("give --ckpt: the model to predict with")
         check_overlap(self.overlap)
         check_device_name(self.device)
+        check_running(self.engine, self.threads, self.workers, self.scheduler)
