@@ -192,7 +192,7 @@ def run_prediction(config: PredictConfig, progress: bool = True) -> PredictResul
         for refusal in summary.refused:
             log.info("refused %s", refusal.problem)
         provenance.save()  # the folder's producer is now this one
-        if distributed:
+        if distributed and todo:  # nothing to predict: no cluster started
             summary.cluster = ClusterReport()
             outcomes = _predicted_on_cluster(todo, config, str(out), summary.cluster)
         else:
