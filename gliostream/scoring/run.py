@@ -132,7 +132,6 @@ class CaseSource:
             loaded = raw_cases(self.raw, keep_errors=True, task=self.task)
             return loaded if with_image else (_reference_only(c) for c in loaded)
         assert self.store is not None
-        warn_stale(self.store, self.ids)
         return store_cases(self.store, self.ids, with_image=with_image)
 
     def load_one(self, index: int, with_image: bool) -> ScoreCase | BratsError:
@@ -175,6 +174,7 @@ def _cases(config: ScoreConfig, checkpoint: Checkpoint | None, skipped: list[str
         if validation is None:
             validation = list(checkpoint.split.val) if checkpoint else []
         ids = select_store_cases(store, which, validation)
+    warn_stale(store, ids)  # once, here, wherever the cases are then read
     return CaseSource(ids, None, store, task)
 
 
@@ -336,8 +336,6 @@ def run_scoring(config: ScoreConfig, progress: bool = True) -> ScoreResult:
     cases = _cases(config, members[0].checkpoint if members else None, skipped, validation=validation, task=task)
     report = ClusterReport() if distributed else None
     if report is not None:
-        if cases.store:
-            warn_stale(cases.store, cases.ids)
         outcomes = _evaluated_on_cluster(config, cases, report)
     else:
         assert source is not None
