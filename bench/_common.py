@@ -32,15 +32,19 @@ def machine() -> str:
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
-def record_results(bench: str, figures: dict[str, str], results: Path = RESULTS) -> Path:
+def record_results(bench: str, figures: dict[str, str], results: Path = RESULTS,
+                   details: dict | None = None) -> Path:
     """Keep the figures a run measured, formatted as the docs quote them, in docs/results/<bench>.json
-    (merged with that file's others, which another part of the script may have measured). The README
-    and docs/benchmarks.md quote these files; tests/test_docs.py fails on a README figure none holds."""
+    (merged with that file's others, which another part of the script may have measured), and any
+    fuller tables under "details" by name. The README and docs/benchmarks.md quote these files;
+    tests/test_docs.py fails on a README figure none holds."""
     path = results / f"{bench}.json"
     data = json.loads(path.read_text()) if path.exists() else {"bench": f"bench/{bench}.py", "figures": {}}
     data.pop("source", None)  # no longer transcribed: measured by this run
     data.update(machine=machine(), date=time.strftime("%Y-%m-%d"))
     data["figures"].update(figures)
+    if details:
+        data.setdefault("details", {}).update(details)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     print(f"results: {path}")

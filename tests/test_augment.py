@@ -75,6 +75,21 @@ def test_affine_moves_image_and_label_together():
     assert float((out[:, 0].round() == lab.float()).float().mean()) > 0.9
 
 
+def test_soft_targets_of_a_pooled_batch_move_with_the_image():
+    """At 1/downsample resolution the augmenter gets (B, R, ...) soft region targets: flips and the
+    rotation-zoom move them exactly as the image's channels (trilinear both), and every transform
+    is drawn as for integer labels, so the image is what it would be."""
+    g = torch.Generator().manual_seed(5)
+    targets = torch.rand((3, 3, 12, 10, 8), generator=g)
+    image = torch.cat([targets, torch.ones_like(targets[:, :1])], 1)  # the image's first channels are the targets
+    config = dataclasses.replace(OFF, flip_prob=0.5, affine_prob=1.0, rotation_degrees=25, zoom_range=(0.8, 1.2))
+    out, soft = BatchAugmenter(config, seed=2)(image.clone(), targets.clone())
+    assert soft.shape == targets.shape and soft.dtype == targets.dtype and not torch.equal(soft, targets)
+    torch.testing.assert_close(soft, out[:, :3])
+    labels = (targets[:, 0] * 4).to(torch.uint8)  # the same draws with integer labels: the same image
+    torch.testing.assert_close(BatchAugmenter(config, seed=2)(image.clone(), labels)[0], out)
+
+
 def test_intensity_changes_stay_in_bounds():
     config = dataclasses.replace(OFF, scale_prob=1, scale_range=(0.9, 1.1), shift_prob=1, gamma_prob=1)
     image, label = batch()

@@ -38,7 +38,11 @@ from .helpers import brain_arrays, write_case
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def decisive_checkpoint(path: Path, store: Path, seed: int = 0) -> Path:
+DEFAULT_RULE = {"min_component_voxels": [20, 10, 5], "et_min_voxels": 8}
+
+
+def decisive_checkpoint(path: Path, store: Path, seed: int = 0, postprocess: dict = DEFAULT_RULE,
+                        bias: tuple[float, float, float] = (0.5, -0.5, -1.0)) -> Path:
     """A random base-4 Res-UNet whose head is scaled up, so that most voxels are far from the 0.5
     threshold (a network fresh from initialisation puts nearly every voxel at 0.5 +- 0.01)."""
     torch.manual_seed(seed)
@@ -46,11 +50,11 @@ def decisive_checkpoint(path: Path, store: Path, seed: int = 0) -> Path:
     model = ResUNet(model_config)
     with torch.no_grad():
         model.head.weight.mul_(40.0)
-        model.head.bias.copy_(torch.tensor([0.5, -0.5, -1.0]))
+        model.head.bias.copy_(torch.tensor(bias))
     config = config_from_dict(dict(store=str(store), out=str(path.parent), patch_size=(32, 32, 32), base_channels=4))
     save_checkpoint(path, {"config": config.to_dict(), "model_config": asdict(model_config), "model": model.state_dict(),
                            "split": {"train": [], "val": list_case_ids(store)[:2]}, "store": str(store),
-                           "postprocess": {"min_component_voxels": [20, 10, 5], "et_min_voxels": 8}})
+                           "postprocess": postprocess})
     return path
 
 
@@ -242,3 +246,38 @@ def test_predict_on_a_command_line_cluster_survives_a_killed_worker_and_continue
                              "command line, one worker SIGKILLed before writing its first case", 1,
                 "its case retried on the other worker and reported (`retried:`), every file whole and identical to "
                 "an in-process run; the same command again: all up to date")
+
+
+def test_the_et_rule_is_applied_alike_by_predict_score_and_the_export(tiny_store, synth_raw_session, tmp_path):
+    """The same network with and without an ET rule that relabels all of a case's enhancing tumour
+    (its ET total above any case's): `brats predict` (torch), `brats predict` from the export (ONNX
+    Runtime) and `brats score --save-predictions` write no ET with the rule and ET without it; with
+    it, exactly the ET voxels became necrosis; score writes what predict writes, and the export all
+    but the rare voxel that ONNX Runtime's float sums put on the other side of 0.5."""
+    written: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for name, et_total in (("keep", 0), ("rule", 10**9)):
+        folder = tmp_path / name
+        ckpt = decisive_checkpoint(folder / "best.pt", tiny_store, bias=(2.0, 1.0, 1.0),  # ET in every case
+                                   postprocess={"min_component_voxels": [0, 0, 0], "et_min_voxels": et_total})
+        assert run("export", str(ckpt), str(folder / "exported"), "--no-progress").exit_code == 0
+        commands = {"predict": ("predict", str(synth_raw_session), str(folder / "predict"), "--ckpt", str(ckpt),
+                                "--engine", "torch"),
+                    "export": ("predict", str(synth_raw_session), str(folder / "export"), "--ckpt",
+                               str(folder / "exported")),
+                    "score": ("score", "--ckpt", str(ckpt), "--store", str(tiny_store), "--cases", "all",
+                              "--out", str(folder / "scores.csv"), "--save-predictions", str(folder / "score"),
+                              "--engine", "torch")}
+        for path, command in commands.items():
+            result = run(*command, "--device", "cpu", "--no-progress")
+            assert result.exit_code == 0, (name, path, result.output)
+        written[name] = {path: labels_of(folder / path) for path in commands}
+    for path, kept in written["keep"].items():
+        assert len(kept) == 4 and kept.keys() == written["rule"][path].keys()
+        assert all(np.isin(a, [3, 4]).sum() > 100 for a in kept.values())  # the network predicts ET
+        for case, labels in kept.items():
+            relabelled = np.where(np.isin(labels, [3, 4]), 1, labels)
+            assert np.array_equal(written["rule"][path][case], relabelled), (path, case)
+    for name in written:  # score runs torch too: identical; ONNX Runtime's float sums may flip a rare voxel
+        for case, labels in written[name]["predict"].items():
+            assert np.array_equal(written[name]["score"][case], labels), (name, case)
+            assert (written[name]["export"][case] != labels).mean() < 1e-3, (name, case)

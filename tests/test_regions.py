@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from gliostream.inference import InferenceConfig, predict_labels, predict_probabilities, sliding_window_probabilities
+from gliostream.inference import (
+    InferenceConfig,
+    ProbabilityModel,
+    predict_labels,
+    predict_probabilities,
+    sliding_window_probabilities,
+)
 from gliostream.regions import (
     Postprocessing,
     decode_regions,
@@ -239,3 +245,57 @@ def test_the_reported_validation_score_is_out_of_fit():
     lost = 2 * 4096 / (4096 + 4096 + 27)  # the satellite case's WT without its satellite, out of fit
     assert choice.dice["wt"] == pytest.approx((4 * 1.0 + lost) / 5, abs=1e-12)
     assert np.array_equal(choice.labels[4], reference)
+
+
+class _RegionsFromChannels(ProbabilityModel):
+    """An oracle network: its windows' first three channels are the region probabilities."""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch[:, :3].clone()
+
+
+def _as_image(labels: torch.Tensor) -> torch.Tensor:
+    """(4, x, y, z): the WT, TC and ET masks of store labels, then a blank channel."""
+    masks = region_targets(labels[None].long())[0]
+    return torch.cat([masks, torch.zeros_like(masks[:1])])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_2mm_prediction_comes_back_on_the_1mm_grid_exactly(axis):
+    """Labels a 2 mm model predicts perfectly return to the 1 mm grid voxel for voxel: pooled with
+    the partial block at odd edges averaged over its own voxels, windowed, upsampled and decoded.
+    Slabs along one axis, so trilinear upsampling is exact; a shift by one voxel or a mirroring fails."""
+    shape = [67, 64, 61]
+    coarse = torch.randint(0, 4, ((shape[axis] + 1) // 2,), generator=torch.Generator().manual_seed(axis))
+    coarse[-1] = 2  # the partial coarse voxel at the odd end holds tumour too
+    profile = coarse.to(torch.uint8).repeat_interleave(2)[:shape[axis]]  # a label per 2 mm voxel, edge to edge
+    view = [1, 1, 1]
+    view[axis] = -1
+    labels = profile.view(view).expand(shape).contiguous()
+    config = InferenceConfig(window=(16, 16, 16), amp=False, downsample=2)
+    predicted = predict_labels(_RegionsFromChannels(), _as_image(labels), config, "cpu")
+    assert predicted.shape == labels.shape
+    assert torch.equal(predicted, labels)
+    for moved in (labels.roll(1, axis), labels.flip(axis)):
+        assert not torch.equal(predict_labels(_RegionsFromChannels(), _as_image(moved), config, "cpu"), labels)
+
+
+def test_a_2mm_prediction_of_a_tumour_differs_from_it_only_on_its_surface():
+    """A tumour of 2 mm blocks, predicted perfectly at 2 mm: inside and well outside every region
+    the 1 mm labels are exact; only voxels at a region's corners may change (trilinear upsampling),
+    and each region's volume is within 5% of the truth."""
+    coarse = torch.zeros((20, 18, 17), dtype=torch.uint8)
+    coarse[3:15, 4:14, 3:13] = 2
+    coarse[6:12, 6:12, 5:11] = 1
+    coarse[7:10, 8:11, 6:9] = 3
+    labels = coarse.repeat_interleave(2, 0).repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :, :33]
+    config = InferenceConfig(window=(16, 16, 16), amp=False, downsample=2)
+    predicted = predict_labels(_RegionsFromChannels(), _as_image(labels), config, "cpu")
+    changed = predicted != labels
+    interior = torch.ones_like(changed)
+    for axis in range(3):  # voxels whose six neighbours hold their own label
+        for step in (1, -1):
+            interior &= labels == labels.roll(step, axis)
+    assert not (changed & interior).any()
+    truth, got = region_targets(labels[None].long())[0], region_targets(predicted[None].long())[0]
+    assert ((got.sum((1, 2, 3)) - truth.sum((1, 2, 3))).abs() <= 0.05 * truth.sum((1, 2, 3))).all()

@@ -42,7 +42,9 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
 
 
 class BatchAugmenter:
-    """Random augmentation of (image float (B, C, x, y, z), label integer (B, x, y, z)) batches."""
+    """Random augmentation of (image float (B, C, x, y, z), label) batches: the label either integer
+    store labels (B, x, y, z), warped nearest, or soft float region targets (B, R, x, y, z), warped
+    trilinearly (a model at 1/`downsample` resolution is augmented after pooling: 8x fewer voxels at 2 mm)."""
 
     def __init__(self, config: AugmentConfig, seed: int, device: torch.device | str = "cpu") -> None:
         self.config = config
@@ -77,7 +79,7 @@ class BatchAugmenter:
             axes = [a for a in range(3) if flips[b, a]]
             if axes:
                 image[b] = image[b].flip([a + 1 for a in axes])
-                label[b] = label[b].flip(axes)
+                label[b] = label[b].flip([a + label.ndim - 4 for a in axes])
         brain = (image != 0).any(dim=1, keepdim=True) if cfg.keep_background else None
         image = self._bias_field(image, chosen[:, 4] < cfg.bias_prob)
         pick = (batch, channels)
@@ -239,9 +241,12 @@ def low_resolution(channel: torch.Tensor, zoom: float) -> torch.Tensor:
 
 
 def warp(image: torch.Tensor, label: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample (B, C, x, y, z) images (trilinear) and (B, x, y, z) labels (nearest) through the
-    (B, 3, 4) affine maps `theta` of `F.affine_grid` (normalised output -> input coordinates)."""
+    """Resample (B, C, x, y, z) images (trilinear) and (B, x, y, z) labels (nearest) or (B, R, x, y, z)
+    soft targets (trilinear) through the (B, 3, 4) affine maps `theta` of `F.affine_grid`
+    (normalised output -> input coordinates)."""
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     warped = F.grid_sample(image.float(), grid, mode="bilinear", align_corners=False)
+    if label.ndim == 5:
+        return warped, F.grid_sample(label.float(), grid, mode="bilinear", align_corners=False).to(label.dtype)
     labels = F.grid_sample(label.unsqueeze(1).float(), grid, mode="nearest", align_corners=False)[:, 0]
     return warped, labels.to(label.dtype)

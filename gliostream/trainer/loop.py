@@ -288,11 +288,13 @@ class Trainer:
         cfg, device = self.config, self.runtime.device
         image = batch.image.to(device, non_blocking=True).float()
         label = batch.label.to(device, non_blocking=True).long()
-        image, label = self.augmenter(image, label)
-        targets = region_targets(label, self.regions)
-        if cfg.downsample > 1:
+        if cfg.downsample > 1:  # pooled first: the augmentation works on 1/downsample^3 of the voxels
             image = F.avg_pool3d(image, cfg.downsample)
-            targets = F.avg_pool3d(targets, cfg.downsample)  # the share of each coarse voxel in a region
+            targets = F.avg_pool3d(region_targets(label, self.regions), cfg.downsample)  # each coarse voxel's share
+            image, targets = self.augmenter(image, targets)
+        else:
+            image, label = self.augmenter(image, label)
+            targets = region_targets(label, self.regions)
         self.timer.mark("augment")
         sync = self.net.no_sync() if self.runtime.distributed and not update else nullcontext()
         with sync:
