@@ -124,7 +124,7 @@ def score_fold(store: Path, fold_dir: Path, tta: bool) -> dict[str, tuple[pd.Dat
         csv = fold_dir / f"heldout_{name}.csv"
         start = time.perf_counter()
         run(["score", "--ckpt", str(ckpt), "--store", str(store), "--cases", str(cases), "--out", str(csv),
-             "--device", "cpu", "--no-progress", "--overwrite", *options])
+             "--device", "cpu", "--no-progress", *options])
         out[name] = (scores(csv), time.perf_counter() - start)
     return out
 
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--folds", default=",".join(YARDSTICK), help=f"comma-separated, of {', '.join(FOLDS)}")
     parser.add_argument("--tta", action="store_true", help="also score with mirroring (8x slower)")
     parser.add_argument("--skip-train", action="store_true", help="score the runs already in --work")
+    parser.add_argument("--keep-trained", action="store_true", help="train only the folds without a best.pt in --work")
     parser.add_argument("--record", metavar="NAME", help="keep the yardstick in docs/results/real.json under NAME "
                         "(`preset`: the README's quality figures)")
     parser.add_argument("train_options", nargs="*", help="extra `brats train` options (after --)")
@@ -223,7 +224,7 @@ def main() -> None:
         (fold_dir / "heldout.txt").write_text("\n".join(test) + "\n")
         print(f"\nfold {fold}: training on {len(train)} cases of {sorted({institution(c) for c in train})} "
               f"(with its validation share), holding out {len(test)}: {', '.join(test)}", flush=True)
-        if not options.skip_train:
+        if not (options.skip_train or (options.keep_trained and (fold_dir / "run" / "best.pt").exists())):
             train_fold(store, fold_dir, train, options.config, options.train_options)
         log = pd.read_csv(fold_dir / "run" / "train_log.csv")
         scored = score_fold(store, fold_dir, options.tta)
